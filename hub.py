@@ -1,0 +1,157 @@
+"""Model card + push of a run folder (head only) or an --export folder (full model) to the Hugging Face Hub.
+
+Retry a failed push with:  python -m hub push FOLDER REPO_ID [--private]
+"""
+import argparse
+import json
+import re
+import shlex
+import sys
+from pathlib import Path
+
+from data.fetch import write_atomic
+from huggingface_hub import HfApi, get_token
+from huggingface_hub.errors import HfHubHTTPError, HTTPError, LocalTokenNotFoundError
+
+CARD_INFO = "card.json"  # the card's source, kept next to README.md so a retry regenerates the same card
+HEAD_FILES = ["config.json", "head.safetensors", "metrics.json", "log.jsonl", "README.md"]
+FULL_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "README.md"]  # weights + tokenizer
+TASKS = {
+    "sst2": dict(name="SST-2 sentiment classification", tag="text-classification", dataset="nyu-mll/glue",
+                 auto="AutoModelForSequenceClassification", script="train_cls.py"),
+    "squad_v2": dict(name="SQuAD v2 extractive question answering", tag="question-answering",
+                     dataset="rajpurkar/squad_v2", auto="AutoModelForQuestionAnswering", script="train_qa.py"),
+}
+ROWS = {"before": "before (untrained head)", "zero_shot": "zero-shot", "after": "after (trained head)"}
+HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")  # a local path is no valid `base_model` for the Hub
+
+
+class PushError(RuntimeError):
+    pass
+
+
+def fmt(v) -> str:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return str(v)
+    return f"{v:.4f}" if isinstance(v, float) else f"{v:,}"
+
+
+def model_card(info: dict) -> str:
+    """README.md for the Hub. Every key is optional:
+    task: "sst2" | "squad_v2"          base_model: hub id (or local path)     command: the exact command line
+    split: {train, validation, test, seed, stratify_by}                      license: str
+    metrics: {"before": {name: value}, "zero_shot": {...} | None, "after": {...}}
+    params: {backbone, head, total, trainable}                               full_export: bool
+    repo_id: filled in by push_folder for the loading snippet
+    """
+    task = TASKS.get(info.get("task"), dict(name=info.get("task") or "Task", tag=None, dataset=None,
+                                            auto="AutoModel", script="the training script"))
+    base, full, repo = info.get("base_model"), bool(info.get("full_export")), info.get("repo_id") or "user/repo"
+    yaml = ["---"] + ([f"base_model: {base}"] if base and HUB_ID.fullmatch(base) else [])
+    yaml += ["library_name: transformers"] if full else []
+    yaml += [f"license: {info['license']}"] if info.get("license") else []
+    yaml += ["tags:", "- llama-heads"] + ([f"- {task['tag']}"] if task["tag"] else [])
+    yaml += ["datasets:", f"- {task['dataset']}"] if task["dataset"] else []
+    yaml += [f"pipeline_tag: {task['tag']}"] if full and task["tag"] else []
+    out = yaml + ["---", "", f"# {task['name']} head on {base or 'a frozen Llama'}", "",
+                  f"A head for {task['name']}, trained on top of a frozen `{base or 'Llama'}`: only the head was "
+                  "trained, the backbone weights are the base model's, unchanged. "
+                  + ("This repo holds the full transformers checkpoint (backbone + head)." if full else
+                     "This repo holds only the head (`head.safetensors`, a few KB) and the run's config, "
+                     "metrics and log; the backbone comes from the base model.")]
+    if split := info.get("split"):
+        out += ["", "## Data", ""] + [f"- {k}: {fmt(v)}" for k, v in split.items() if v is not None]
+    if info.get("command"):
+        out += ["", "## Command", "", "```bash", info["command"], "```"]
+    rows = {k: (info.get("metrics") or {}).get(k) for k in ROWS}
+    rows = {k: {m: v for m, v in r.items() if isinstance(v, (int, float))} for k, r in rows.items() if r}
+    if names := list(dict.fromkeys(m for r in rows.values() for m in r)):  # union, in order of appearance
+        out += ["", "## Metrics", "", "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        out += [f"| {ROWS[k]} | " + " | ".join(fmt(r[m]) if m in r else "-" for m in names) + " |"
+                for k, r in rows.items()]
+    if params := info.get("params"):
+        out += ["", "## Parameters", "", "| | count |", "|---|---|"]
+        out += [f"| {k} | {fmt(v)} |" for k, v in params.items()]
+    out += ["", "## How to load", "", "```python"]
+    if full:
+        out += [f"from transformers import AutoTokenizer, {task['auto']}", "",
+                f'model = {task["auto"]}.from_pretrained("{repo}")',
+                f'tokenizer = AutoTokenizer.from_pretrained("{repo}")']
+    else:
+        out += ["from huggingface_hub import hf_hub_download", "from safetensors.torch import load_file",
+                "from transformers import AutoModel, AutoTokenizer", "",
+                f'backbone = AutoModel.from_pretrained("{base or "BASE_MODEL"}")  # frozen, used as is',
+                f'tokenizer = AutoTokenizer.from_pretrained("{base or "BASE_MODEL"}")',
+                f'head = load_file(hf_hub_download("{repo}", "head.safetensors"))  # {{name: tensor}}',
+                f"# build the head as {task['script']} does from config.json, then head_module.load_state_dict(head)"]
+    return "\n".join(out + ["```", ""])
+
+
+def save_card_info(folder: Path, info: dict) -> None:
+    """A run that does not push can call this, so a later `python -m hub push` writes the same card."""
+    write_atomic(folder / CARD_INFO, json.dumps(info, indent=2))
+
+
+def retry_command(folder: Path, repo_id: str, private: bool = False) -> str:
+    return shlex.join(["python", "-m", "hub", "push", str(folder), repo_id] + (["--private"] if private else []))
+
+
+def why(e: Exception) -> str:
+    status = getattr(getattr(e, "response", None), "status_code", None)
+    if isinstance(e, LocalTokenNotFoundError):
+        return "not logged in: run `hf auth login` (or `huggingface-cli login`) or set HF_TOKEN"
+    if status in (401, 403):
+        return f"unauthorised (HTTP {status}): the token is invalid or cannot write to this repo"
+    # httpx's request errors (connect, timeout) carry no response; offline mode raises ConnectionError
+    no_response = isinstance(e, HTTPError) and not isinstance(e, HfHubHTTPError)
+    if no_response or isinstance(e, (ConnectionError, TimeoutError)):
+        return "Hub unreachable (no network, or HF_HUB_OFFLINE=1)"
+    return f"{type(e).__name__}: " + (str(e).strip().splitlines() or [""])[0]
+
+
+def push_folder(folder: Path, repo_id: str, private: bool = False, token: str | None = None,
+                card_info: dict | None = None, api=None) -> str:
+    """Write the card, then upload the run folder's small files (head) or the export folder (full model).
+    Only README.md and card.json are ever written locally; on any Hub failure raise PushError."""
+    folder = Path(folder)
+    full = any(folder.glob("model*.safetensors"))
+    if not full and not (folder / "head.safetensors").exists():
+        raise PushError(f"{folder} holds neither head.safetensors nor model*.safetensors: nothing to push")
+    try:  # local errors too (unreadable card.json, read-only folder) end as one-line PushErrors
+        if card_info is not None:
+            save_card_info(folder, card_info)
+        elif (folder / CARD_INFO).exists():
+            card_info = json.loads((folder / CARD_INFO).read_text())
+        if card_info is not None or not (folder / "README.md").exists():  # never replace a card we can't rebuild
+            write_atomic(folder / "README.md", model_card({**(card_info or {}), "full_export": full,
+                                                           "repo_id": repo_id}))
+        what = f"{(card_info or {}).get('task', 'llama-heads')} {'full model' if full else 'head'}"
+        if token is None and get_token() is None:  # fail fast: the Hub would answer a vague 401
+            raise LocalTokenNotFoundError("no token")
+        api = api or HfApi()
+        url = api.create_repo(repo_id, token=token, private=private, exist_ok=True)
+        api.upload_folder(repo_id=repo_id, folder_path=folder, token=token, commit_message=f"Upload {what}",
+                          allow_patterns=FULL_FILES if full else HEAD_FILES, ignore_patterns=[CARD_INFO])
+    except Exception as e:
+        raise PushError(f"push to {repo_id} failed: {why(e)}; local files kept, retry with: "
+                        f"{retry_command(folder, repo_id, private)}") from e
+    return str(url)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m hub", description="(re)push a run or export folder")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    push = sub.add_parser("push", help="upload FOLDER to REPO_ID (token: HF_TOKEN or `hf auth login`)")
+    push.add_argument("folder", type=Path)
+    push.add_argument("repo_id")
+    push.add_argument("--private", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        print(push_folder(args.folder, args.repo_id, private=args.private))
+    except PushError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

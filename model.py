@@ -1,0 +1,142 @@
+"""The frozen Llama backbone, the task heads, pooling, parameter counts and transformers exports."""
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import smollm2
+from data.fetch import write_atomic
+
+DEFAULT_MODEL = "meta-llama/Llama-3.2-1B"
+
+
+def resolve_model(name: str) -> str:
+    """A Hub id or local folder as given; the embedded short name maps to its converted cache folder."""
+    return str(smollm2.local_folder()) if name == smollm2.NAME else name
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device)
+
+
+def pick_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype:
+    """bf16 where the hardware runs it fast (CUDA with bf16, CPUs with AVX512-BF16/AMX), else fp16/fp32."""
+    if dtype != "auto":
+        return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if not tokenizer.is_fast:
+        raise ValueError(f"{path}: a fast tokenizer is needed (character offsets); install `tokenizers>=0.20.1`")
+    if tokenizer.pad_token_id is None:
+        # Llama 3 ships no pad token. Pooling reads the attention mask, so any id works; prefer the
+        # reserved fine-tune pad token so exported models can tell padding from text.
+        pad = "<|finetune_right_pad_id|>"
+        tokenizer.pad_token = pad if pad in tokenizer.get_vocab() else tokenizer.eos_token
+    return tokenizer
+
+
+def load_backbone(name: str, device: torch.device, dtype: torch.dtype):
+    """(causal LM, tokenizer): frozen, eval mode. Its `.model` is the backbone; its LM head serves zero-shot."""
+    from transformers import AutoModelForCausalLM
+    path = resolve_model(name)
+    tokenizer = load_tokenizer(path)
+    lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa")
+    lm.config.pad_token_id = tokenizer.pad_token_id
+    lm.requires_grad_(False).eval().to(device)
+    return lm, tokenizer
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str = "last") -> torch.Tensor:
+    """(B, T, H) -> (B, H): the last attended token (works for either padding side), or the masked mean."""
+    if how == "last":
+        last = mask.shape[1] - 1 - mask.flip(1).argmax(1)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    if how == "mean":
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * m).sum(1) / m.sum(1)
+    raise ValueError(f"unknown pooling {how!r}; use 'last' or 'mean'")
+
+
+def cls_head(hidden_size: int, num_labels: int, init_std: float = 0.02) -> nn.Linear:
+    """Exactly LlamaForSequenceClassification's `score`: no bias, N(0, 0.02)."""
+    head = nn.Linear(hidden_size, num_labels, bias=False)
+    nn.init.normal_(head.weight, std=init_std)
+    return head
+
+
+def qa_head(hidden_size: int, init_std: float = 0.02) -> nn.Linear:
+    """Exactly LlamaForQuestionAnswering's `qa_outputs`: start/end logits, with bias."""
+    head = nn.Linear(hidden_size, 2)
+    nn.init.normal_(head.weight, std=init_std)
+    nn.init.zeros_(head.bias)
+    return head
+
+
+def n_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def backbone_params(name: str) -> tuple[int, int]:
+    """(parameters, hidden size) of the bare LlamaModel, from its config alone (meta device: no weights read)."""
+    from transformers import AutoConfig, AutoModel
+    config = AutoConfig.from_pretrained(resolve_model(name))
+    with torch.device("meta"):
+        return n_params(AutoModel.from_config(config)), config.hidden_size
+
+
+def param_report(backbone: int, head: nn.Module) -> dict:
+    h = n_params(head)
+    trainable = sum(p.numel() for p in head.parameters() if p.requires_grad)
+    return {"backbone": backbone, "head": h, "total": backbone + h, "trainable": trainable}
+
+
+def export(out_dir: Path, model_name: str, task: str, head: nn.Linear, tokenizer, id2label=None) -> Path:
+    """Write a transformers checkpoint (config + safetensors + tokenizer) with the trained head.
+
+    task 'cls' -> LlamaForSequenceClassification (pools the rightmost non-pad token: our 'last' pooling);
+    task 'qa'  -> LlamaForQuestionAnswering, whose backbone attribute is `transformer`, not `model`:
+    we fill it explicitly, since from_pretrained on a plain Llama checkpoint would leave it random.
+    """
+    from transformers import AutoModel, LlamaForQuestionAnswering, LlamaForSequenceClassification
+    path = resolve_model(model_name)
+    backbone = AutoModel.from_pretrained(path)  # checkpoint dtype, not our compute dtype
+    config = backbone.config
+    config.pad_token_id = tokenizer.pad_token_id
+    if task == "cls":
+        config.num_labels = head.out_features
+        if id2label:
+            config.id2label = dict(enumerate(id2label))
+            config.label2id = {v: k for k, v in config.id2label.items()}
+        cls = LlamaForSequenceClassification
+    else:
+        cls = LlamaForQuestionAnswering
+    with torch.device("meta"):
+        full = cls(config)
+    full.base_model.load_state_dict(backbone.state_dict(), assign=True)
+    setattr(full, "score" if task == "cls" else "qa_outputs", head.to("cpu", config.dtype or torch.float32))
+    full.eval()
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + f".{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    full.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+    return out_dir
+
+
+def write_json(path: Path, obj) -> None:
+    """Atomic JSON write: a crash never leaves a half-written file."""
+    write_atomic(path, json.dumps(obj, indent=1) + "\n")

@@ -1,0 +1,215 @@
+"""Train a sentiment head (SST-2 by default) on a frozen Llama; evaluate before, zero-shot and after.
+
+    python train_cls.py --epochs 3                                   # Llama-3.2-1B on GLUE SST-2
+    python train_cls.py --model smollm2-135m --data-dir data/samples/sst2   # offline demo
+
+The backbone runs once per sentence: pooled features are cached on disk and every epoch trains
+the head on them.
+"""
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+import engine
+import model
+from data.fetch import DataUnavailable, cache_dir, fetch_file
+from data.labelled import DataError, encode_labels, label_names, read_labelled
+from data.split import stratified_split
+from metrics.classification import classification_metrics
+
+ZERO_SHOT_PROMPT = "{sentence}\nQuestion: Is this sentence positive or negative?\nAnswer:"
+ZERO_SHOT_WORDS = {"0": " negative", "1": " positive", "negative": " negative", "positive": " positive"}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=model.DEFAULT_MODEL, help="Hub id, local folder, or 'smollm2-135m' (embedded)")
+    p.add_argument("--data-dir", help="folder with train.tsv and dev.tsv (GLUE layout)")
+    p.add_argument("--train-file", help="labelled training data (.tsv/.csv/.jsonl)")
+    p.add_argument("--eval-file", help="labelled test data (.tsv/.csv/.jsonl); GLUE dev by default")
+    p.add_argument("--text-column", default="sentence")
+    p.add_argument("--label-column", default="label")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="held out of the training data, stratified")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--max-length", type=int, default=256, help="longer sentences are truncated (and counted)")
+    p.add_argument("--pooling", choices=["last", "mean"], default="last")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=5e-3)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--warmup", type=float, default=0.1, help="fraction of steps")
+    p.add_argument("--schedule", choices=["linear", "cosine"], default="cosine")
+    p.add_argument("--max-grad-norm", type=float, default=1.0)
+    p.add_argument("--ema", type=float, default=0.97, help="weight averaging decay for the head (0: off)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", choices=["auto", "bf16", "fp16", "fp32"], default="auto", help="backbone compute dtype")
+    p.add_argument("--max-tokens", type=int, default=8192, help="tokens per backbone batch (padded)")
+    p.add_argument("--zero-shot", action="store_true", help="also score the LM's own prompt-based answer")
+    p.add_argument("--count-params-only", action="store_true", help="print the parameter analysis from the config")
+    p.add_argument("--runs-dir", default="runs")
+    p.add_argument("--run-name", help="default: sst2-<model>-s<seed>")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
+    p.add_argument("--export", help="write a full transformers checkpoint to this folder")
+    p.add_argument("--push-to-hub", metavar="USER/REPO")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--push-full", action="store_true", help="push the full export instead of the head")
+    return p.parse_args(argv)
+
+
+def load_data(args):
+    """(train, test) Labelled sets from flags, or GLUE SST-2 fetched into the cache."""
+    if args.data_dir:
+        train_path, test_path = Path(args.data_dir) / "train.tsv", Path(args.data_dir) / "dev.tsv"
+    else:
+        hint = " (offline? try `--model smollm2-135m --data-dir data/samples/sst2`)"
+        try:
+            train_path = args.train_file or fetch_file("sst2_train")
+            test_path = args.eval_file or fetch_file("sst2_dev")
+        except DataUnavailable as e:
+            raise DataUnavailable(str(e) + hint) from None
+    return (read_labelled(train_path, args.text_column, args.label_column),
+            read_labelled(test_path, args.text_column, args.label_column))
+
+
+def tokenize(tokenizer, texts: list[str], max_length: int) -> tuple[list[list[int]], int]:
+    ids = tokenizer(texts, add_special_tokens=True)["input_ids"]
+    truncated = sum(len(s) > max_length for s in ids)
+    return [s[:max_length] for s in ids], truncated
+
+
+def features(lm, tokenizer, seqs: list[list[int]], args, name: str) -> torch.Tensor:
+    path = cache_dir() / "features" / (engine.cache_key(
+        model=model.resolve_model(args.model), weights=engine.model_fingerprint(model.resolve_model(args.model)),
+        dtype=str(lm.dtype), pooling=args.pooling, data=engine.data_fingerprint(seqs)) + ".safetensors")
+
+    def compute(idx):
+        passes = engine.backbone_passes(lm.model, [seqs[i] for i in idx], tokenizer.pad_token_id,
+                                        args.max_tokens, desc=f"features {name}")
+        for batch, hidden, mask in passes:
+            yield [idx[i] for i in batch], model.pool(hidden, mask, args.pooling).float().cpu().unbind(0)
+    return torch.stack(engine.cached_features(path, seqs, compute))
+
+
+def zero_shot(lm, tokenizer, texts: list[str], names: list[str], args) -> torch.Tensor:
+    """Class log-likelihoods of the LM's answer word after lm-eval-harness's SST-2 prompt."""
+    missing = [n for n in names if n not in ZERO_SHOT_WORDS]
+    if missing:
+        raise DataError(f"--zero-shot knows SST-2's labels (0/1 or negative/positive), not {missing}")
+    words = [tokenizer(ZERO_SHOT_WORDS[n], add_special_tokens=False)["input_ids"] for n in names]
+    prompts, _ = tokenize(tokenizer, [ZERO_SHOT_PROMPT.format(sentence=t.strip()) for t in texts], args.max_length)
+    # A word's last token needs no input position, so single-token words share one pass per prompt.
+    seqs = list(dict.fromkeys(tuple(p + w[:-1]) for p in prompts for w in words))
+    row_of = {s: i for i, s in enumerate(seqs)}
+    logps: dict[int, torch.Tensor] = {}
+    for batch, hidden, mask in engine.backbone_passes(lm.model, [list(s) for s in seqs], tokenizer.pad_token_id,
+                                                      args.max_tokens, desc="zero-shot"):
+        for row, i in enumerate(batch):
+            n = int(mask[row].sum())
+            longest = max(map(len, words))  # the LM head runs only where answer tokens are predicted
+            logps[i] = lm.lm_head(hidden[row, max(0, n - longest):n]).float().log_softmax(-1).cpu()
+    scores = torch.zeros(len(texts), len(words))
+    for t, p in enumerate(prompts):
+        for c, w in enumerate(words):
+            logp = logps[row_of[tuple(p + w[:-1])]]
+            steps = logp[len(logp) - len(w):]  # positions predicting w[0], ..., w[-1]
+            scores[t, c] = steps.gather(1, torch.tensor(w)[:, None]).sum()
+    return scores
+
+
+def confusion(preds: torch.Tensor, labels: torch.Tensor, n: int) -> list[list[int]]:
+    """Counts [true][predicted] on the test set."""
+    return torch.bincount(labels.cpu() * n + preds.cpu(), minlength=n * n).view(n, n).tolist()
+
+
+def scores(logits: torch.Tensor, labels: torch.Tensor, names: list[str]) -> dict:
+    """Loss and classification metrics; binary tasks report the positive (second) class."""
+    preds = logits.argmax(-1).tolist()
+    kw = {"positive_label": 1} if len(names) == 2 else {"average": "macro"}
+    return {"loss": F.cross_entropy(logits.float(), labels).item(),
+            **classification_metrics(labels.tolist(), preds, **kw)}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.count_params_only:
+        backbone, hidden = model.backbone_params(args.model)
+        report = model.param_report(backbone, model.cls_head(hidden, 2))
+        print(json.dumps(report, indent=1))
+        return 0
+    engine.seed_everything(args.seed)
+    train_all, test = load_data(args)
+    names = label_names(train_all)
+    y_all, y_test = torch.tensor(encode_labels(train_all, names)), torch.tensor(encode_labels(test, names))
+    train_idx, val_idx = stratified_split(train_all.labels, args.val_fraction, args.seed)
+    for split, y in (("train", y_all[train_idx]), ("validation", y_all[val_idx]), ("test", y_test)):
+        balance = ", ".join(f"{n}: {int((y == i).sum())}" for i, n in enumerate(names))
+        print(f"{split:>10}: {len(y):6d} sentences ({balance})")
+
+    device = model.pick_device(args.device)
+    dtype = model.pick_dtype(device, args.dtype)
+    run_dir = Path(args.runs_dir) / (args.run_name or f"sst2-{Path(args.model).name}-s{args.seed}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    lm, tokenizer = model.load_backbone(args.model, device, dtype)
+    print(f"backbone {args.model} on {device} in {dtype} ({time.perf_counter() - t0:.1f} s)")
+    seqs_all, cut_all = tokenize(tokenizer, train_all.texts, args.max_length)
+    seqs_test, cut_test = tokenize(tokenizer, test.texts, args.max_length)
+    if cut_all or cut_test:
+        print(f"truncated to {args.max_length} tokens: {cut_all} training and {cut_test} test sentences")
+    t0 = time.perf_counter()
+    x_all = features(lm, tokenizer, seqs_all, args, "train").to(device)
+    x_test = features(lm, tokenizer, seqs_test, args, "test").to(device)
+    feature_s = time.perf_counter() - t0
+    x_train, y_train, x_val, y_val = x_all[train_idx], y_all[train_idx].to(device), x_all[val_idx], y_all[val_idx].to(device)
+    y_test = y_test.to(device)
+
+    torch.manual_seed(args.seed)
+    head = model.cls_head(lm.config.hidden_size, len(names)).to(device)
+    results = {"before": scores(head(x_test).detach(), y_test, names)}
+    if args.zero_shot:
+        results["zero_shot"] = scores(zero_shot(lm, tokenizer, test.texts, names, args).to(device), y_test, names)
+
+    def epoch_batches(epoch: int):
+        order = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(args.seed + epoch))
+        return order.to(device).split(args.batch_size)
+
+    def evaluate():
+        with torch.no_grad():
+            row = scores(head(x_val), y_val, names)
+        return {"val_loss": row.pop("loss"), **row}
+
+    t0 = time.perf_counter()
+    rows = engine.fit(head, epoch_batches, lambda b: F.cross_entropy(head(x_train[b]).float(), y_train[b]),
+                      evaluate, args, run_dir, device)
+    with torch.no_grad():
+        test_logits = head(x_test)
+    results["after"] = scores(test_logits, y_test, names)
+    params = model.param_report(model.n_params(lm.model), head)
+    keys = ["accuracy", "precision", "recall", "f1", "loss"]
+    print("\ntest set (%d sentences)\n%s" % (len(y_test), engine.table(results, keys)))
+    print("\nparameters: " + ", ".join(f"{k} {v:,}" for k, v in params.items()))
+    info = {"task": "sst2", "base_model": args.model, "command": shlex.join(["python"] + sys.argv),
+            "resolved_model": model.resolve_model(args.model), "labels": names, "metrics": results,
+            "confusion": confusion(test_logits.argmax(-1), y_test, len(names)), "params": params, "epochs": rows,
+            "split": {"train": len(train_idx), "validation": len(val_idx), "test": len(y_test),
+                      "seed": args.seed, "stratify_by": "label"},
+            "timing": {"features_s": feature_s, "train_s": time.perf_counter() - t0,
+                       "tokens": sum(map(len, seqs_all)) + sum(map(len, seqs_test))}}
+    engine.save_atomic({"weight": head.weight.detach().cpu().contiguous()}, run_dir / "head.safetensors")
+    export = model.export(Path(args.export), args.model, "cls", head, tokenizer, names) if args.export else None
+    return engine.publish(run_dir, info, args, export)
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except (DataError, DataUnavailable) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
