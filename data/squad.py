@@ -328,3 +328,15 @@ def predictions(span_text: dict[str, str], score_diff: dict[str, float],
     preds = {qid: "" if score_diff[qid] > threshold else text for qid, text in span_text.items()}
     na_prob = {qid: 0.5 * (1.0 + math.tanh(0.5 * (score_diff[qid] - threshold))) for qid in span_text}
     return preds, na_prob
+
+
+def to_squad_json(examples: list[Example]) -> dict:
+    """Official-format JSON of these examples, grouped by article and context (for scoring a subset)."""
+    articles: dict[str, dict[str, list]] = {}
+    for ex in examples:
+        qa = {"id": ex.id, "question": ex.question, "is_impossible": not ex.has_answer,
+              "answers": [{"text": a, "answer_start": s} for a, s in zip(ex.answers, ex.answer_starts)]}
+        articles.setdefault(ex.title, {}).setdefault(ex.context, []).append(qa)
+    return {"version": "v2.0", "data": [
+        {"title": title, "paragraphs": [{"context": c, "qas": qas} for c, qas in paragraphs.items()]}
+        for title, paragraphs in articles.items()]}

@@ -1,0 +1,44 @@
+"""Accuracy, precision, recall and F1 for label predictions."""
+from collections.abc import Hashable, Sequence
+
+from metrics import MetricsInputError
+
+
+def _precision_recall_f1(y_true: Sequence, y_pred: Sequence, label: Hashable) -> tuple[float, float, float]:
+    true_pos = sum(t == label and p == label for t, p in zip(y_true, y_pred))
+    predicted, actual = sum(p == label for p in y_pred), sum(t == label for t in y_true)
+    precision = true_pos / predicted if predicted else 0.0
+    recall = true_pos / actual if actual else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return precision, recall, f1
+
+
+def classification_metrics(y_true: Sequence, y_pred: Sequence, positive_label: Hashable = 1,
+                           average: str = "binary") -> dict[str, float]:
+    """{"accuracy", "precision", "recall", "f1"}, all in [0, 1]; y_true and y_pred are lists,
+    numpy arrays or tensors of labels.
+
+    average="binary": precision/recall/F1 of positive_label (y may hold at most two labels).
+    average="macro": the unweighted mean over every label seen in y_true or y_pred of each
+    label's precision, recall and F1 (so macro F1 is the mean of per-label F1s).
+    A ratio whose denominator is zero (no predicted or no actual instances of a label, or
+    precision + recall = 0) is defined as 0.0, as scikit-learn's zero_division=0 does.
+    """
+    # numpy arrays and torch tensors -> Python scalars, which compare and hash by value
+    y_true, y_pred = (y.tolist() if hasattr(y, "tolist") else list(y) for y in (y_true, y_pred))
+    if len(y_true) != len(y_pred):
+        raise MetricsInputError(f"{len(y_true)} true labels but {len(y_pred)} predictions")
+    if not y_true:
+        raise MetricsInputError("nothing to score: no labels")
+    labels = sorted(set(y_true) | set(y_pred))
+    accuracy = sum(t == p for t, p in zip(y_true, y_pred)) / len(y_true)
+    if average == "binary":
+        if len(labels) > 2:
+            raise MetricsInputError(f"binary metrics need at most two labels, got {len(labels)}; use average='macro'")
+        precision, recall, f1 = _precision_recall_f1(y_true, y_pred, positive_label)
+    elif average == "macro":
+        per_label = [_precision_recall_f1(y_true, y_pred, label) for label in labels]
+        precision, recall, f1 = (sum(column) / len(labels) for column in zip(*per_label))
+    else:
+        raise MetricsInputError(f"average must be 'binary' or 'macro', not {average!r}")
+    return {"accuracy": accuracy, "precision": precision, "recall": recall, "f1": f1}

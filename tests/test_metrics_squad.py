@@ -1,0 +1,245 @@
+"""metrics.squad: the reference cases (CLI and API), every refusal, and the official logic."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from metrics import MetricsInputError
+from metrics import squad
+
+ROOT = Path(__file__).resolve().parents[1]
+CASE = ROOT / "tests" / "fixtures" / "metric-cases" / "dev-first300"
+DATA = CASE / "data.json"
+
+
+def read(path: Path):
+    return json.loads(path.read_text())
+
+
+def assert_same_numbers(got, expected, where="") -> None:
+    """Same structure and key order, numbers within 1e-9."""
+    if isinstance(expected, dict):
+        assert list(got) == list(expected), where
+        for key in expected:
+            assert_same_numbers(got[key], expected[key], f"{where}/{key}")
+    elif isinstance(expected, list):
+        assert len(got) == len(expected), where
+        for i, (g, e) in enumerate(zip(got, expected)):
+            assert_same_numbers(g, e, f"{where}[{i}]")
+    else:
+        assert got == pytest.approx(expected, abs=1e-9, rel=0), where
+
+
+def run_cli(*args, cwd=ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "metrics.squad", *map(str, args)],
+                          cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+# --- the reference cases
+
+def test_reference_case_cli(tmp_path):
+    out = tmp_path / "scores.json"
+    run = run_cli(CASE / "full" / "preds.json", "--data", DATA, "--na-prob-file", CASE / "full" / "na_prob.json", "--out", out)
+    assert run.returncode == 0, run.stderr
+    expected = read(CASE / "full" / "expected.json")
+    assert_same_numbers(json.loads(run.stdout), expected)
+    assert_same_numbers(read(out), expected)
+    assert [p.name for p in tmp_path.iterdir()] == ["scores.json"]  # no temp file left behind
+    # the fixture's probabilities go up to 1.48: accepted, with a one-line count
+    assert run.stderr.strip().splitlines() == [run.stderr.strip()]
+    assert "warning: 11 of 300 no-answer probabilities are above 1" in run.stderr
+
+
+def test_reference_case_api():
+    expected = read(CASE / "full" / "expected.json")
+    dataset = squad.load_dataset(DATA)
+    result = squad.score(dataset, read(CASE / "full" / "preds.json"), read(CASE / "full" / "na_prob.json"))
+    assert_same_numbers(result, expected)
+    assert_same_numbers(squad.evaluate(read(DATA), read(CASE / "full" / "preds.json"), read(CASE / "full" / "na_prob.json")),
+                        expected["squad_v2"])
+
+
+def test_missing_predictions_case_cli():
+    run = run_cli(CASE / "missing5pct" / "preds.json", "--data", DATA, "--na-prob-file", CASE / "missing5pct" / "na_prob.json")
+    assert run.returncode == 2
+    assert json.loads(run.stdout) == read(CASE / "missing5pct" / "expected.json") == {"error": "missing predictions", "n_missing": 15}
+    assert run.stderr.startswith("error: missing predictions for 15 of 300 questions (e.g. ")
+    assert len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr
+
+
+def test_missing_predictions_api():
+    with pytest.raises(squad.MissingPredictions, match="missing predictions for 15 of 300") as info:
+        squad.score(squad.load_dataset(DATA), read(CASE / "missing5pct" / "preds.json"))
+    assert info.value.n_missing == 15 and isinstance(info.value, ValueError)
+
+
+# --- every refusal: exit 2, one line on stderr naming the problem, no scores written
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory):
+    """Writes variants of the reference case; returns a function name -> path."""
+    folder = tmp_path_factory.mktemp("bad")
+
+    def write(name: str, content) -> Path:
+        path = folder / name
+        path.write_text(content if isinstance(content, str) else json.dumps(content))
+        return path
+    return write
+
+
+def preds_with(**changes):
+    preds = read(CASE / "full" / "preds.json")
+    preds.update(changes)
+    return preds
+
+
+def na_probs_with(**changes):
+    probs = read(CASE / "full" / "na_prob.json")
+    probs.update(changes)
+    return probs
+
+
+FIRST_ID = next(iter(read(CASE / "full" / "preds.json")))
+
+BAD_INPUTS = {
+    # name: (predictions, na_probs or None, data or None (= the fixture), words the message must hold)
+    "unknown ids": (preds_with(**{"not-a-real-id": "x"}), None, None, ["predictions for 1 question ids that are not in the data", "not-a-real-id"]),
+    "non-string answer": (preds_with(**{FIRST_ID: 42}), None, None, ["predictions for 1 questions are not strings", FIRST_ID]),
+    "malformed predictions": ('{"a": "b",\n  oops}', None, None, ["preds.json is not valid JSON", "line 2 column 3"]),
+    "predictions not an object": (["Normandy"], None, None, ["predictions must be a JSON object", "not a list"]),
+    "na-probs missing": (preds_with(), {k: v for k, v in na_probs_with().items() if k != FIRST_ID}, None,
+                         ["no-answer probabilities missing for 1 of 300 questions", FIRST_ID]),
+    "na-prob not a number": (preds_with(), na_probs_with(**{FIRST_ID: "0.5"}), None, ["1 questions are not numbers", FIRST_ID]),
+    # json.dumps writes NaN and Infinity literals, which json.load accepts
+    "na-prob NaN": (preds_with(), na_probs_with(**{FIRST_ID: float("nan")}), None, ["1 questions are NaN or infinite", FIRST_ID]),
+    "na-prob infinite": (preds_with(), na_probs_with(**{FIRST_ID: float("inf")}), None, ["1 questions are NaN or infinite"]),
+    "na-prob negative": (preds_with(), na_probs_with(**{FIRST_ID: -0.25}), None, ["1 questions are negative", FIRST_ID]),
+    "na-prob unknown id": (preds_with(), na_probs_with(**{"not-a-real-id": 0.5}), None, ["not in the data", "not-a-real-id"]),
+    "malformed na-probs": (preds_with(), "{\n\n]", None, ["no-answer probability file", "is not valid JSON", "line 3 column 1"]),
+    "data not SQuAD": ({}, None, {"version": "v2.0", "data": [{"title": "x"}]},
+                       ["data.json is not SQuAD format", "data[0].paragraphs is missing or not a list"]),
+    "data answer without text": ({}, None, {"data": [{"paragraphs": [{"context": "c", "qas": [
+        {"id": "q", "question": "?", "answers": [{"answer_start": 0}]}]}]}]},
+        ["data.json is not SQuAD format", "data[0].paragraphs[0].qas[0].answers[0].text is missing or not a str"]),
+    "data is a list": ({}, None, [1, 2], ["data.json is not SQuAD format", "data[0] is not an object"]),
+    "data duplicate id": ({"q": ""}, None, {"data": [{"paragraphs": [{"context": "c", "qas": [
+        {"id": "q", "question": "?", "answers": []}, {"id": "q", "question": "?", "answers": []}]}]}]},
+        ["question id q appears twice"]),
+    "empty data": ({}, None, {"version": "v2.0", "data": []}, ["data.json has no questions"]),
+}
+
+
+@pytest.mark.parametrize("name", BAD_INPUTS)
+def test_bad_input_cli(name, case, tmp_path):
+    preds, na_probs, data, words = BAD_INPUTS[name]
+    args = [case("preds.json", preds), "--data", case("data.json", data) if data is not None else DATA, "--out", tmp_path / "scores.json"]
+    if na_probs is not None:
+        args += ["--na-prob-file", case("na_prob.json", na_probs)]
+    run = run_cli(*args)
+    assert run.returncode == 2, run.stderr
+    assert "Traceback" not in run.stderr and run.stdout == ""
+    assert len(run.stderr.strip().splitlines()) == 1 and run.stderr.startswith("error: ")
+    for word in words:
+        assert word in run.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_unreadable_file_cli(tmp_path):
+    run = run_cli(tmp_path / "nope.json", "--data", DATA)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr.strip() == f"error: cannot read predictions file {tmp_path / 'nope.json'}: No such file or directory"
+
+
+def test_no_data_offline_is_one_line(monkeypatch, capsys, case):
+    import data.fetch
+
+    def offline(name):
+        raise data.fetch.DataUnavailable(f"cannot download {name}; pass a local copy with --data")
+    monkeypatch.setattr(data.fetch, "fetch_file", offline)
+    monkeypatch.setattr(squad, "fetch_file", offline)
+    assert squad.main([str(case("preds.json", {}))]) == 2
+    assert capsys.readouterr().err == "error: cannot download squad_v2_dev; pass a local copy with --data\n"
+
+
+def test_api_refusals_are_value_errors():
+    dataset = squad.load_dataset(DATA)
+    with pytest.raises(MetricsInputError, match="not strings"):
+        squad.evaluate(dataset, preds_with(**{FIRST_ID: None}))
+    with pytest.raises(ValueError, match="are negative"):
+        squad.score(dataset, preds_with(), na_probs_with(**{FIRST_ID: -1}))
+
+
+# --- the official SQuAD logic on hand-made cases
+
+@pytest.mark.parametrize("text, normal", [
+    ("The Normans", "normans"),
+    ("a  cat, an apple & the end.", "cat apple end"),
+    ("Theatre anthem", "theatre anthem"),  # articles only as whole words
+    ("  (1066)  ", "1066"),
+    ("Saint-Denis", "saintdenis"),  # punctuation is dropped, not turned into spaces
+    ("«Ça»", "«ça»"),  # only ASCII punctuation is dropped
+    ("", ""),
+])
+def test_normalize_answer(text, normal):
+    assert squad.normalize_answer(text) == normal
+
+
+def test_exact_match_and_f1():
+    assert squad.exact_match("the Eiffel Tower!", "Eiffel tower") == 1
+    assert squad.exact_match("Eiffel", "Eiffel Tower") == 0
+    assert squad.f1_score("Eiffel", "Eiffel Tower") == pytest.approx(2 / 3)  # P 1, R 1/2
+    assert squad.f1_score("in the year 1066", "1066") == pytest.approx(0.5)  # P 1/3, R 1
+    assert squad.f1_score("a a b", "a b b") == pytest.approx(2 / 3)  # overlap counts clip
+    assert squad.f1_score("", "") == 1.0 and squad.f1_score("", "x") == 0.0 and squad.f1_score("x", "y") == 0.0
+
+
+def squad_data(*questions):
+    """One paragraph; each question is (id, [answer texts])."""
+    qas = [{"id": qid, "question": "?", "answers": [{"text": t, "answer_start": 0} for t in answers]}
+           for qid, answers in questions]
+    return {"version": "v2.0", "data": [{"title": "t", "paragraphs": [{"context": "c", "qas": qas}]}]}
+
+
+def test_evaluate_by_hand():
+    data = squad_data(("a", ["Paris", "the city of Paris"]), ("b", ["1066"]), ("c", []), ("d", []))
+    preds = {"a": "city of Paris", "b": "1066 AD", "c": "", "d": "London"}
+    assert squad.evaluate(data, preds) == {
+        "exact": 50.0, "f1": 100 * (1 + 2 / 3 + 1 + 0) / 4, "total": 4,
+        "HasAns_exact": 50.0, "HasAns_f1": 100 * (1 + 2 / 3) / 2, "HasAns_total": 2,
+        "NoAns_exact": 50.0, "NoAns_f1": 50.0, "NoAns_total": 2,
+    }
+    # no-answer probabilities above the threshold turn predictions into "no answer"
+    result = squad.evaluate(data, preds, {"a": 0.1, "b": 0.2, "c": 0.3, "d": 1.5})
+    assert (result["exact"], result["NoAns_exact"]) == (75.0, 100.0)
+    # best threshold: answer in order of probability; exact peaks after a, F1 after a and b (2/3)
+    assert (result["best_exact"], result["best_exact_thresh"]) == (75.0, 0.1)
+    assert (result["best_f1"], result["best_f1_thresh"]) == (pytest.approx(100 * (1 + 2 / 3 + 1 + 1) / 4), 0.2)
+
+
+def test_evaluate_omits_empty_categories_like_the_official_script():
+    result = squad.evaluate(squad_data(("a", ["x"])), {"a": "x"})
+    assert result == {"exact": 100.0, "f1": 100.0, "total": 1, "HasAns_exact": 100.0, "HasAns_f1": 100.0, "HasAns_total": 1}
+    full = squad.score(squad_data(("a", [])), {"a": ""})
+    assert list(full["squad_v2"]) == ["exact", "f1", "total", "NoAns_exact", "NoAns_f1", "NoAns_total"]
+    assert full["bleu"] is full["rouge"] is full["meteor"] is None and full["n_answerable_scored"] == 0
+
+
+def test_answers_that_normalise_to_nothing_count_as_no_answer_gold():
+    data = squad_data(("a", ["The", "!"]))  # answerable by its list, but only "" can match
+    assert squad.evaluate(data, {"a": ""})["HasAns_exact"] == 100.0
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.text(max_size=20), st.text(max_size=20), st.floats(0, 2)), min_size=1, max_size=8))
+def test_evaluate_properties(items):
+    """Scores lie in [0, 100]; predicting a gold answer is always exact."""
+    data = squad_data(*((str(i), [gold] if gold.strip() else []) for i, (gold, _, _) in enumerate(items)))
+    preds = {str(i): pred for i, (_, pred, _) in enumerate(items)}
+    result = squad.evaluate(data, preds, {str(i): p for i, (_, _, p) in enumerate(items)})
+    for key in ("exact", "f1", "best_exact", "best_f1"):
+        assert 0 <= result[key] <= 100
+    perfect = squad.evaluate(data, {str(i): gold if gold.strip() else "" for i, (gold, _, _) in enumerate(items)})
+    assert perfect["exact"] == perfect["f1"] == 100.0

@@ -1,0 +1,315 @@
+"""Train a SQuAD v2 span head on a frozen Llama; evaluate before, zero-shot and after.
+
+    python train_qa.py --epochs 3                        # Llama-3.2-1B, SQuAD 2.0 train -> dev
+    python train_qa.py --model smollm2-135m --train-file data/samples/squad_train.json \\
+        --eval-file data/samples/squad_test.json         # offline demo
+    python train_qa.py --eval-run runs/NAME              # score a trained run again (make eval-squad)
+
+Decoder layout: question first, then context, then one trailing null token whose hidden state has
+seen both; the no-answer score is read there (position 0 sees nothing in a causal model).
+"""
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+import engine
+import model
+from data.fetch import DataUnavailable, cache_dir, fetch_file, write_atomic
+from data.split import stratified_split
+from data.squad import (SquadFormatError, load_squad, make_windows, postprocess, predictions,
+                        choose_threshold, split_articles, to_squad_json)
+from metrics import MetricsInputError
+from metrics.squad import score
+
+ZERO_SHOT_PROMPT = ("Answer the question with a short span copied from the context. If the context does not "
+                    "contain the answer, reply \"unanswerable\".\n\nContext: {context}\nQuestion: {question}\nAnswer:")
+TABLE_KEYS = ["exact", "f1", "HasAns_f1", "NoAns_f1", "best_f1", "bleu", "rougeL", "meteor"]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    engine.common_args(p, lr=2e-3, batch_size=32)
+    p.add_argument("--train-file", help="SQuAD-format training JSON (default: SQuAD 2.0 train)")
+    p.add_argument("--eval-file", help="SQuAD-format test JSON (default: SQuAD 2.0 dev)")
+    p.add_argument("--article-split", type=float, metavar="FRACTION",
+                   help="no train file: train and test on whole articles of --eval-file, this share for test")
+    p.add_argument("--max-train-examples", type=int, help="reproducible subsample (seeded)")
+    p.add_argument("--max-eval-examples", type=int)
+    p.add_argument("--max-length", type=int, default=384)
+    p.add_argument("--doc-stride", type=int, default=128)
+    p.add_argument("--max-question-tokens", type=int, default=64)
+    p.add_argument("--n-best", type=int, default=20)
+    p.add_argument("--max-answer-length", type=int, default=30)
+    p.add_argument("--cache-features", choices=["auto", "always", "never"], default="auto",
+                   help="auto: cache window features on disk when they fit --cache-budget-gb")
+    p.add_argument("--cache-budget-gb", type=float, default=50.0)
+    p.add_argument("--eval-run", metavar="RUN_DIR", help="evaluate a trained run's head on the test set, no training")
+    return p.parse_args(argv)
+
+
+def subsample(examples, n, seed):
+    if n is None or n >= len(examples):
+        return examples
+    keep = np.random.default_rng(seed).choice(len(examples), n, replace=False)
+    return [examples[i] for i in sorted(keep)]
+
+
+def load_sets(args):
+    """(labelled training examples, test examples); the test set is the official dev set by default."""
+    hint = " (offline? try `make demo-qa`, or pass --train-file/--eval-file)"
+    try:
+        test_path = args.eval_file or fetch_file("squad_v2_dev")
+        if args.article_split:
+            train, test = split_articles(load_squad(test_path), args.article_split, args.seed)
+        else:
+            train, test = load_squad(args.train_file or fetch_file("squad_v2_train")), load_squad(test_path)
+    except DataUnavailable as e:
+        raise DataUnavailable(str(e) + hint) from None
+    return subsample(train, args.max_train_examples, args.seed), subsample(test, args.max_eval_examples, args.seed)
+
+
+class WindowFeatures:
+    """Backbone hidden states of each window's context tokens and null token (the only positions a span
+    or no-answer score is read from): cached on disk when they fit the budget, else recomputed per batch."""
+
+    def __init__(self, lm, tokenizer, windows, args, name: str):
+        self.lm, self.pad, self.windows = lm, tokenizer.pad_token_id, windows
+        seqs = [w.input_ids for w in windows]
+        rows = sum(len(w.input_ids) - w.context_start for w in windows)
+        gb = rows * lm.config.hidden_size * lm.dtype.itemsize / 1e9
+        self.cached = args.cache_features == "always" or (args.cache_features == "auto" and gb <= args.cache_budget_gb)
+        print(f"{name}: {len(windows)} windows, {sum(map(len, seqs)):,} tokens; features {gb:.2f} GB "
+              f"-> {'cached on disk' if self.cached else 'recomputed every epoch (over --cache-budget-gb)'}")
+        if self.cached:
+            path = cache_dir() / "features" / (engine.cache_key(
+                model=model.resolve_model(args.model), weights=engine.model_fingerprint(model.resolve_model(args.model)),
+                dtype=str(lm.dtype), data=engine.data_fingerprint(seqs),
+                starts=engine.data_fingerprint([[w.context_start for w in windows]])) + ".safetensors")
+
+            def compute(idx):
+                for batch, hidden, _ in engine.backbone_passes(lm.model, [seqs[i] for i in idx], self.pad,
+                                                               args.max_tokens, desc=f"features {name}"):
+                    yield [idx[i] for i in batch], [self._slice(hidden[r], idx[i]).cpu().clone() for r, i in enumerate(batch)]
+            self.store = engine.cached_features(path, seqs, compute)
+
+    def _slice(self, hidden: torch.Tensor, i: int) -> torch.Tensor:
+        w = self.windows[i]
+        return hidden[w.context_start:len(w.input_ids)]
+
+    def __call__(self, idx: list[int]) -> list[torch.Tensor]:
+        if self.cached:
+            return [self.store[i] for i in idx]
+        device = next(self.lm.parameters()).device
+        ids, mask = engine.pad_batch([self.windows[i].input_ids for i in idx], self.pad, device)
+        with torch.no_grad():  # not inference_mode: the head's autograd graph starts from these
+            hidden = self.lm.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        return [self._slice(hidden[r], i) for r, i in enumerate(idx)]
+
+
+def span_logits(head, feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T) start and end logits over the padded rows; padding gets -inf."""
+    device = head.weight.device
+    x = torch.nn.utils.rnn.pad_sequence([f.to(device) for f in feats], batch_first=True).float()
+    lengths = torch.tensor([len(f) for f in feats], device=device)
+    logits = head(x).masked_fill((torch.arange(x.shape[1], device=device)[None] >= lengths[:, None])[..., None],
+                                 float("-inf"))
+    return logits[..., 0], logits[..., 1]
+
+
+def targets(windows, idx, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labels as rows of the feature slice (context tokens then the null token)."""
+    return (torch.tensor([windows[i].start_position - windows[i].context_start for i in idx], device=device),
+            torch.tensor([windows[i].end_position - windows[i].context_start for i in idx], device=device))
+
+
+def span_loss(head, source: WindowFeatures, idx: list[int]) -> torch.Tensor:
+    start, end = span_logits(head, source(idx))
+    s, e = targets(source.windows, idx, start.device)
+    return (F.cross_entropy(start, s) + F.cross_entropy(end, e)) / 2
+
+
+def batches(windows, batch_size: int) -> list[list[int]]:
+    """Length-sorted batches, so padding in the head (and the backbone, uncached) stays small."""
+    return engine.length_batches([len(w.input_ids) for w in windows], max_tokens=10**9, max_batch=batch_size)
+
+
+@torch.no_grad()
+def predict(head, source: WindowFeatures, examples, args) -> tuple[dict, dict, float]:
+    """(span text, null-minus-span score diff) per question, and the mean span loss over the windows."""
+    windows = source.windows
+    starts, ends = [None] * len(windows), [None] * len(windows)
+    loss, n = 0.0, 0
+    for idx in batches(windows, args.batch_size):
+        start, end = span_logits(head, source(idx))
+        s, e = targets(windows, idx, start.device)
+        loss += (F.cross_entropy(start, s, reduction="sum") + F.cross_entropy(end, e, reduction="sum")).item() / 2
+        n += len(idx)
+        for r, i in enumerate(idx):
+            w, k = windows[i], len(windows[i].input_ids) - windows[i].context_start
+            full_s, full_e = np.zeros(len(w.input_ids), np.float32), np.zeros(len(w.input_ids), np.float32)
+            full_s[w.context_start:], full_e[w.context_start:] = start[r, :k].cpu().numpy(), end[r, :k].cpu().numpy()
+            starts[i], ends[i] = full_s, full_e
+    span, diff = postprocess(examples, windows, starts, ends, args.n_best, args.max_answer_length)
+    return span, diff, loss / max(n, 1)
+
+
+def squad_scores(examples, preds: dict, na_prob: dict) -> dict:
+    return score(to_squad_json(examples)["data"], preds, na_prob)
+
+
+def flat(result: dict) -> dict:
+    """The table's numbers from a metrics.squad result (percentages as the official script prints them)."""
+    s = result["squad_v2"]
+    return {**{k: s[k] for k in ("exact", "f1", "HasAns_f1", "NoAns_f1", "best_f1") if k in s},
+            "bleu": (result["bleu"] or {}).get("bleu"), "rougeL": (result["rouge"] or {}).get("rougeL"),
+            "meteor": (result["meteor"] or {}).get("meteor")}
+
+
+def zero_shot(lm, tokenizer, examples, args) -> dict[str, str]:
+    """Greedy answers (<= 30 new tokens) of the LM itself; an instructed 'unanswerable' becomes ""."""
+    tokenizer.padding_side = "left"  # generation continues from the right edge
+    prompts = [ZERO_SHOT_PROMPT.format(context=ex.context, question=ex.question.strip()) for ex in examples]
+    lengths = [len(ids) for ids in tokenizer(prompts)["input_ids"]]
+    answers = {}
+    device = next(lm.parameters()).device
+    for idx in engine.length_batches(lengths, args.max_tokens, max_batch=32):
+        enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True).to(device)
+        with torch.inference_mode():
+            out = lm.generate(**enc, max_new_tokens=30, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        for i, text in zip(idx, tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)):
+            text = text.strip().split("\n")[0].strip()
+            answers[examples[i].id] = "" if "unanswerable" in text.lower() else text
+        print(f"zero-shot: {len(answers)}/{len(examples)} answered", end="\r")
+    tokenizer.padding_side = "right"
+    print()
+    return answers
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.count_params_only:
+        backbone, hidden = model.backbone_params(args.model)
+        print(json.dumps(model.param_report(backbone, model.qa_head(hidden)), indent=1))
+        return 0
+    if args.eval_run:
+        return evaluate_run(args)
+    engine.seed_everything(args.seed)
+    train_all, test = load_sets(args)
+    train_idx, val_idx = stratified_split([ex.has_answer for ex in train_all], args.val_fraction, args.seed)
+    train, val = [train_all[i] for i in train_idx], [train_all[i] for i in val_idx]
+    for name, part in (("train", train), ("validation", val), ("test", test)):
+        answerable = sum(ex.has_answer for ex in part)
+        print(f"{name:>10}: {len(part):6d} questions ({answerable} answerable, {len(part) - answerable} not)")
+
+    device = model.pick_device(args.device)
+    lm, tokenizer = model.load_backbone(args.model, device, model.pick_dtype(device, args.dtype))
+    run_dir = Path(args.runs_dir) / (args.run_name or f"squad-{Path(args.model).name}-s{args.seed}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    sources = {name: WindowFeatures(lm, tokenizer, make_windows(part, tokenizer, args.max_length, args.doc_stride,
+                                                                args.max_question_tokens), args, name)
+               for name, part in (("train", train), ("validation", val), ("test", test))}
+    feature_s = time.perf_counter() - t0
+
+    torch.manual_seed(args.seed)
+    head = model.qa_head(lm.config.hidden_size).to(device)
+
+    def test_result(threshold: float) -> tuple[dict, dict, dict]:
+        span, diff, _ = predict(head, sources["test"], test, args)
+        preds, na_prob = predictions(span, diff, threshold)
+        return squad_scores(test, preds, na_prob), preds, na_prob
+
+    def val_threshold() -> float:
+        span, diff, _ = predict(head, sources["validation"], val, args)
+        return choose_threshold(diff, val, span)
+
+    results = {"before": test_result(val_threshold())[0]}
+    if args.zero_shot:
+        answers = zero_shot(lm, tokenizer, test, args)
+        results["zero_shot"] = squad_scores(test, answers, {q: float(a == "") for q, a in answers.items()})
+
+    def epoch_batches(epoch: int):
+        order = batches(sources["train"].windows, args.batch_size)
+        perm = torch.randperm(len(order), generator=torch.Generator().manual_seed(args.seed + epoch))
+        return [order[i] for i in perm]
+
+    def evaluate():
+        span, diff, loss = predict(head, sources["validation"], val, args)
+        preds, _ = predictions(span, diff, choose_threshold(diff, val, span))
+        s = squad_scores(val, preds, None)["squad_v2"]
+        return {"val_loss": loss, **{k: s[k] for k in ("exact", "f1", "HasAns_f1", "NoAns_f1") if k in s}}
+
+    t0 = time.perf_counter()
+    rows = engine.fit(head, epoch_batches, lambda idx: span_loss(head, sources["train"], idx), evaluate,
+                      args, run_dir, device)
+    threshold = val_threshold()
+    results["after"], preds, na_prob = test_result(threshold)
+    params = model.param_report(model.n_params(lm.model), head)
+    write_predictions(run_dir, test, preds, na_prob)
+    print_results(results, len(test), threshold, run_dir)
+    print("parameters: " + ", ".join(f"{k} {v:,}" for k, v in params.items()))
+    info = {"task": "squad_v2", "base_model": args.model, "resolved_model": model.resolve_model(args.model),
+            "command": shlex.join(["python"] + sys.argv), "threshold": threshold,
+            "metrics": {k: flat(v) for k, v in results.items()}, "scores": results, "params": params, "epochs": rows,
+            "split": {"train": len(train), "validation": len(val), "test": len(test), "seed": args.seed,
+                      "stratify_by": "has_answer"},
+            "timing": {"features_s": feature_s, "train_s": time.perf_counter() - t0,
+                       "tokens": sum(len(w.input_ids) for s in sources.values() for w in s.windows)}}
+    engine.save_atomic({"weight": head.weight.detach().cpu().contiguous(),
+                        "bias": head.bias.detach().cpu().contiguous()}, run_dir / "head.safetensors")
+    export = model.export(Path(args.export), args.model, "qa", head, tokenizer) if args.export else None
+    return engine.publish(run_dir, info, args, export)
+
+
+def write_predictions(run_dir: Path, test, preds: dict, na_prob: dict) -> None:
+    """preds.json / na_prob.json in the official formats, and the test questions they answer."""
+    write_atomic(run_dir / "preds.json", json.dumps(preds, indent=1))
+    write_atomic(run_dir / "na_prob.json", json.dumps(na_prob, indent=1))
+    write_atomic(run_dir / "test_data.json", json.dumps(to_squad_json(test)))
+
+
+def print_results(results: dict, n_test: int, threshold: float, run_dir: Path) -> None:
+    print(f"\ntest set ({n_test} questions; null threshold {threshold:.3f} chosen on validation)")
+    print(engine.table({k: flat(v) for k, v in results.items()}, TABLE_KEYS))
+    print(f"\nrescore: python -m metrics.squad {run_dir}/preds.json --data {run_dir}/test_data.json "
+          f"--na-prob-file {run_dir}/na_prob.json")
+
+
+def evaluate_run(args) -> int:
+    """`make eval-squad`: the trained head of a run on the test set (its own, or --eval-file), with its threshold."""
+    run_dir = Path(args.eval_run)
+    config, info = (json.loads((run_dir / f).read_text()) for f in ("config.json", "metrics.json"))
+    for key in ("model", "max_length", "doc_stride", "max_question_tokens", "n_best", "max_answer_length", "dtype"):
+        setattr(args, key, config[key])
+    test = load_squad(args.eval_file or run_dir / "test_data.json")
+    test = subsample(test, args.max_eval_examples, args.seed)
+    device = model.pick_device(args.device)
+    lm, tokenizer = model.load_backbone(args.model, device, model.pick_dtype(device, args.dtype))
+    head = model.qa_head(lm.config.hidden_size)
+    head.load_state_dict(load_file(run_dir / "head.safetensors"))
+    head.to(device).eval()
+    source = WindowFeatures(lm, tokenizer, make_windows(test, tokenizer, args.max_length, args.doc_stride,
+                                                        args.max_question_tokens), args, "test")
+    span, diff, _ = predict(head, source, test, args)
+    preds, na_prob = predictions(span, diff, info["threshold"])
+    result = squad_scores(test, preds, na_prob)
+    write_predictions(run_dir, test, preds, na_prob)
+    write_atomic(run_dir / "eval_metrics.json", json.dumps(result, indent=1))
+    print_results({"after": result}, len(test), info["threshold"], run_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except (SquadFormatError, DataUnavailable, MetricsInputError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
