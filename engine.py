@@ -207,6 +207,8 @@ def fit(head: torch.nn.Module, epoch_batches: Callable[[int], list], loss_fn: Ca
         torch.set_rng_state(state["rng"])
         rows, first = state["rows"], state["epoch"]
         print(f"resumed from {ckpt} after epoch {first}")
+        if ema is not None and first >= args.epochs:  # a finished run: keep the averaged head it ended with
+            head.load_state_dict(ema.module.state_dict())
     for epoch in range(first, args.epochs):
         head.train()
         total, count = 0.0, 0

@@ -148,6 +148,9 @@ def main(argv=None) -> int:
     names = label_names(train_all)
     y_all, y_test = torch.tensor(encode_labels(train_all, names)), torch.tensor(encode_labels(test, names))
     train_idx, val_idx = stratified_split(train_all.labels, args.val_fraction, args.seed)
+    if not train_idx or not val_idx:
+        raise DataError(f"{train_all.path}: {len(train_idx) + len(val_idx)} rows are too few for a training and a "
+                        f"validation split at --val-fraction {args.val_fraction}; add rows or change --val-fraction")
     for split, y in (("train", y_all[train_idx]), ("validation", y_all[val_idx]), ("test", y_test)):
         balance = ", ".join(f"{n}: {int((y == i).sum())}" for i, n in enumerate(names))
         print(f"{split:>10}: {len(y):6d} sentences ({balance})")

@@ -51,7 +51,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cache-features", choices=["auto", "always", "never"], default="auto",
                    help="auto: cache window features on disk when they fit --cache-budget-gb")
     p.add_argument("--cache-budget-gb", type=float, default=50.0)
-    p.add_argument("--eval-run", metavar="RUN_DIR", help="evaluate a trained run's head on the test set, no training")
+    p.add_argument("--eval-run", metavar="RUN_DIR", help="evaluate a trained run's head on the test set, no training "
+                   "('latest': the newest QA run under --runs-dir)")
     return p.parse_args(argv)
 
 
@@ -283,9 +284,17 @@ def print_results(results: dict, n_test: int, threshold: float, run_dir: Path) -
           f"--na-prob-file {run_dir}/na_prob.json")
 
 
+def latest_qa_run(runs: Path) -> Path:
+    found = sorted((p.stat().st_mtime, p.parent) for p in runs.glob("*/metrics.json")
+                   if json.loads(p.read_text()).get("task") == "squad_v2")
+    if not found:
+        raise DataUnavailable(f"no trained QA run under {runs}/; run `make demo-qa` or train_qa.py first")
+    return found[-1][1]
+
+
 def evaluate_run(args) -> int:
     """`make eval-squad`: the trained head of a run on the test set (its own, or --eval-file), with its threshold."""
-    run_dir = Path(args.eval_run)
+    run_dir = latest_qa_run(Path(args.runs_dir)) if args.eval_run == "latest" else Path(args.eval_run)
     config, info = (json.loads((run_dir / f).read_text()) for f in ("config.json", "metrics.json"))
     for key in ("model", "max_length", "doc_stride", "max_question_tokens", "n_best", "max_answer_length", "dtype"):
         setattr(args, key, config[key])

@@ -1,5 +1,6 @@
 """Read labelled text files (TSV, CSV or JSONL) for classification, with errors that say how to fix them."""
 import csv
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +19,12 @@ class Labelled:
 
 def _rows(path: Path, text_col: str, label_col: str) -> list[dict]:
     try:
-        raw = path.read_bytes().decode("utf-8")
+        raw = path.read_bytes().decode("utf-8").removeprefix("\ufeff")  # spreadsheet exports start with a BOM
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 (byte {e.start}); re-encode the file as UTF-8") from None
     if path.suffix in (".jsonl", ".json"):
         rows = []
-        for n, line in enumerate(raw.splitlines(), 1):
+        for n, line in enumerate(raw.split("\n"), 1):  # not splitlines(): JSON strings may hold U+2028
             if not line.strip():
                 continue
             try:
@@ -36,7 +37,8 @@ def _rows(path: Path, text_col: str, label_col: str) -> list[dict]:
         return rows
     # SST-2 TSVs contain stray quote characters: quoting must stay off for TSV.
     quoting = csv.QUOTE_NONE if path.suffix == ".tsv" else csv.QUOTE_MINIMAL
-    reader = csv.DictReader(raw.splitlines(), delimiter="\t" if path.suffix == ".tsv" else ",", quoting=quoting)
+    reader = csv.DictReader(io.StringIO(raw, newline=""),  # split rows on \n and \r only, as csv expects
+                            delimiter="\t" if path.suffix == ".tsv" else ",", quoting=quoting)
     rows = list(reader)
     for n, row in enumerate(rows, 2):
         if None in row or None in row.values():
@@ -60,7 +62,7 @@ def read_labelled(path: str | Path, text_col: str = "sentence", label_col: str =
     texts, labels = [], []
     first_line = 1 if path.suffix in (".jsonl", ".json") else 2
     for n, row in enumerate(rows, first_line):
-        text, label = row[text_col], row[label_col]
+        text, label = row.get(text_col), row.get(label_col)  # a JSONL row may lack a key
         if not isinstance(text, str) or not text.strip():
             raise DataError(f"{path}: row {n} has an empty or non-text `{text_col}`; remove or fill it")
         if label is None or isinstance(label, (list, dict, float)) or str(label).strip() == "":

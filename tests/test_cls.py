@@ -1,0 +1,234 @@
+"""train_cls.py end to end: artifacts, feature cache, determinism, resume, bad input, push, and the real SmolLM2."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+import engine
+import hub
+import model
+import train_cls
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "samples" / "sst2"
+ROW_KEYS = ["epoch", "train_loss", "val_loss", "accuracy", "precision", "recall", "f1"]
+METRIC_KEYS = {"loss", "accuracy", "precision", "recall", "f1"}
+
+
+def cut(src: Path, dst: Path, rows: int) -> Path:
+    """The header and the first `rows` rows of a TSV."""
+    dst.write_text("\n".join(src.read_text().split("\n")[:rows + 1]) + "\n")
+    return dst
+
+
+@pytest.fixture(scope="module")
+def sst2_cut(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sst2-cut")
+    cut(SAMPLE / "train.tsv", folder / "train.tsv", 200)
+    cut(SAMPLE / "dev.tsv", folder / "dev.tsv", 100)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")  # features of the tiny model, shared by this file's tiny runs
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch, tiny_llama_folder, sst2_cut, tiny_cache):
+    """run(*flags, name=...) -> (exit code, run folder): the tiny Llama, 2 epochs on the 200-row cut."""
+    monkeypatch.setenv("LLAMA_HEADS_CACHE", str(tiny_cache))
+
+    def run(*flags, name="run"):
+        rc = train_cls.main(["--model", str(tiny_llama_folder), "--data-dir", str(sst2_cut), "--dtype", "fp32",
+                             "--epochs", "2", "--runs-dir", str(tmp_path / "runs"), "--run-name", name, *flags])
+        return rc, tmp_path / "runs" / name
+    return run
+
+
+def metrics(run):
+    return json.loads((run / "metrics.json").read_text())
+
+
+def log(run):
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def head(run):
+    return load_file(run / "head.safetensors")["weight"]
+
+
+# --- a tiny run --------------------------------------------------------------------------------------------
+
+def test_artifacts_feature_cache_and_determinism(tiny, tmp_path, monkeypatch, tiny_llama_folder):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("LLAMA_HEADS_CACHE", str(cache))  # a fresh cache: this run computes the features
+    rc, run = tiny()
+    assert rc == 0
+    assert {"config.json", "head.safetensors", "metrics.json", "log.jsonl", "card.json", "ckpt.pt"} <= \
+        {p.name for p in run.iterdir()}
+    assert head(run).shape == (2, 32)
+    info = metrics(run)
+    assert set(info["metrics"]) == {"before", "after"}
+    assert all(set(m) == METRIC_KEYS for m in info["metrics"].values())
+    backbone = model.backbone_params(str(tiny_llama_folder))[0]  # loaded weights counted as the config says
+    assert info["params"] == {"backbone": backbone, "head": 64, "total": backbone + 64, "trainable": 64}
+    assert sum(map(sum, info["confusion"])) == 100 and len(info["confusion"]) == 2
+    assert info["split"] == {"train": 160, "validation": 40, "test": 100, "seed": 1, "stratify_by": "label"}
+    rows = log(run)
+    assert [list(r) for r in rows] == [ROW_KEYS] * 2 and [r["epoch"] for r in rows] == [1, 2]
+    assert rows == info["epochs"]
+    assert json.loads((run / "card.json").read_text()) == info
+    assert json.loads((run / "config.json").read_text())["epochs"] == 2
+    assert len(list((cache / "features").glob("*.safetensors"))) == 2  # train and test
+
+    def no_backbone(*args, **kwargs):
+        raise AssertionError("the backbone ran although its features are cached")
+    monkeypatch.setattr(engine, "backbone_passes", no_backbone)
+    rc, again = tiny(name="again")
+    assert rc == 0
+    assert metrics(again)["metrics"] == info["metrics"] and log(again) == rows  # same seed, same numbers
+    assert head(again).equal(head(run))
+
+
+def test_resume_with_more_epochs(tiny, capsys):
+    _, run = tiny("--epochs", "1", name="grow")
+    first = log(run)
+    rc, run = tiny("--epochs", "3", "--resume", name="grow")
+    assert rc == 0 and "resumed from" in capsys.readouterr().out
+    rows = log(run)
+    assert [r["epoch"] for r in rows] == [1, 2, 3] and rows[0] == first[0]
+
+
+def test_crash_then_resume_matches_an_uninterrupted_run(tiny, monkeypatch):
+    _, straight = tiny("--epochs", "3", name="straight")
+    print_row = engine.print_row
+
+    def crash_in_epoch_2(row, header):
+        if row["epoch"] == 2:
+            raise RuntimeError("simulated crash")
+        print_row(row, header)
+    monkeypatch.setattr(engine, "print_row", crash_in_epoch_2)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        tiny("--epochs", "3", name="crashed")
+    monkeypatch.setattr(engine, "print_row", print_row)
+    rc, resumed = tiny("--epochs", "3", "--resume", name="crashed")
+    assert rc == 0
+    assert log(resumed) == log(straight)
+    for split, m in metrics(straight)["metrics"].items():
+        assert metrics(resumed)["metrics"][split] == pytest.approx(m, abs=1e-6)
+    assert head(resumed).equal(head(straight))
+
+
+def test_resume_of_a_finished_run_changes_nothing(tiny):
+    _, run = tiny(name="done")
+    done, weight = metrics(run)["metrics"], head(run)
+    assert tiny("--resume", name="done")[0] == 0
+    assert metrics(run)["metrics"] == done and head(run).equal(weight)  # the averaged head, not the raw one
+
+
+# --- push --------------------------------------------------------------------------------------------------
+
+class StubApi:
+    """Stands in for huggingface_hub.HfApi: records the upload, or fails like an unreachable Hub."""
+    def __init__(self, fail=False):
+        self.fail, self.calls = fail, {}
+
+    def create_repo(self, repo_id, **kwargs):
+        if self.fail:
+            raise ConnectionError("offline")
+        self.calls["create_repo"] = repo_id
+        return f"https://huggingface.co/{repo_id}"
+
+    def upload_folder(self, repo_id, folder_path, allow_patterns, ignore_patterns, **kwargs):
+        self.calls["allow"], self.calls["ignore"] = allow_patterns, ignore_patterns
+
+
+@pytest.fixture
+def hub_stub(monkeypatch):
+    def install(**kwargs):
+        stub = StubApi(**kwargs)
+        monkeypatch.setattr(hub, "HfApi", lambda: stub)
+        monkeypatch.setattr(hub, "get_token", lambda: "hf_stub")
+        return stub
+    return install
+
+
+def test_push_uploads_the_head_only(tiny, hub_stub, capsys):
+    stub = hub_stub()
+    rc, run = tiny("--push-to-hub", "me/sst2-tiny")
+    assert rc == 0 and "pushed to https://huggingface.co/me/sst2-tiny" in capsys.readouterr().out
+    assert stub.calls["create_repo"] == "me/sst2-tiny"
+    assert stub.calls["allow"] == hub.HEAD_FILES and "card.json" in stub.calls["ignore"]
+    assert "me/sst2-tiny" in (run / "README.md").read_text()
+
+
+def test_failed_push_keeps_artifacts_and_says_how_to_retry(tiny, hub_stub, capsys):
+    hub_stub(fail=True)
+    rc, run = tiny("--push-to-hub", "me/sst2-tiny")
+    out = capsys.readouterr().out
+    assert rc == 1
+    assert "error: push failed" in out and f"python -m hub push {run} me/sst2-tiny" in out
+    assert {"config.json", "head.safetensors", "metrics.json", "log.jsonl", "card.json", "README.md"} <= \
+        {p.name for p in run.iterdir()}
+
+
+# --- bad input: exit 2, one line on stderr -----------------------------------------------------------------
+
+def cli(*flags, env=None):
+    return subprocess.run([sys.executable, "train_cls.py", *flags], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
+
+
+def assert_one_line_error(out, *words):
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.startswith("error: ") and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+    for w in words:
+        assert w in out.stderr, out.stderr
+
+
+def bad_data(tmp_path, train, dev, header="sentence\tlabel\n"):
+    (tmp_path / "train.tsv").write_text(header + train)
+    (tmp_path / "dev.tsv").write_text("sentence\tlabel\n" + dev)
+    return ["--model", "unused", "--data-dir", str(tmp_path)]
+
+
+@pytest.mark.parametrize("train, dev, file, words", [
+    ("a\t0\nb\t1\n" * 3, "c\t2\n", "dev.tsv", ["unknown label", "['2']", "['0', '1']"]),
+    ("a\t0\nb\tyes\n", "c\t1\n", "train.tsv", ["mixed label values", "use either numbers or names"]),
+    ("a\t0\nb\t1\tc\n", "c\t1\n", "train.tsv", ["expected 2 columns"]),
+    ("a\t0\nb\t1\n", "c\t1\n", "train.tsv", ["too few", "--val-fraction"]),
+], ids=["unknown-eval-label", "mixed-labels", "extra-field", "too-few-rows"])
+def test_bad_input_exits_2_with_one_line(tmp_path, train, dev, file, words):
+    assert_one_line_error(cli(*bad_data(tmp_path, train, dev)), str(tmp_path / file), *words)
+
+
+def test_missing_column_exits_2(tmp_path):
+    flags = bad_data(tmp_path, "a\t0\nb\t1\n", "c\t1\n", header="text\tlabel\n")
+    assert_one_line_error(cli(*flags), str(tmp_path / "train.tsv"), "missing column(s) ['sentence']",
+                          "--text-column/--label-column")
+
+
+def test_offline_default_names_the_flags(tmp_path):
+    # an empty cache and a proxy that refuses connections: offline, even on a machine with a network
+    env = {"LLAMA_HEADS_CACHE": str(tmp_path), "https_proxy": "http://127.0.0.1:9", "no_proxy": ""}
+    assert_one_line_error(cli(env=env), "cannot download sst2_train", "--data-dir")
+
+
+# --- the real model ----------------------------------------------------------------------------------------
+
+def test_smollm2_learns_sst2(tmp_path):
+    """All 2,000 sample training rows (their features are cached by `make demo` too); the first 400 dev rows,
+    since the zero-shot pass is never cached. Measured: before 0.490, zero-shot 0.588, after 0.808."""
+    rc = train_cls.main(["--model", "smollm2-135m", "--train-file", str(SAMPLE / "train.tsv"),
+                         "--eval-file", str(cut(SAMPLE / "dev.tsv", tmp_path / "dev.tsv", 400)),
+                         "--zero-shot", "--runs-dir", str(tmp_path), "--run-name", "smollm2"])
+    assert rc == 0
+    m = metrics(tmp_path / "smollm2")["metrics"]
+    assert m["after"]["accuracy"] >= 0.75
+    assert m["after"]["accuracy"] >= m["before"]["accuracy"] + 0.2
+    assert m["zero_shot"]["accuracy"] >= 0.55

@@ -1,0 +1,178 @@
+"""report.py on tiny synthetic run folders: its tables must show the numbers of metrics.json."""
+import json
+import os
+import sys
+
+import pytest
+
+import report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def squad_scores(f1: float) -> dict:
+    """A metrics.squad result with distinct, non-round numbers (percentages, fractions, counts, thresholds)."""
+    return {"squad_v2": {"exact": f1 - 3.25, "f1": f1, "total": 10, "HasAns_exact": 41.5, "HasAns_f1": f1 - 7.125,
+                         "HasAns_total": 4, "NoAns_exact": 62.5, "NoAns_f1": 64.875, "NoAns_total": 6,
+                         "best_exact": 53.25, "best_exact_thresh": -0.53125, "best_f1": f1 + 1.5,
+                         "best_f1_thresh": 1.21875},
+            "bleu": {"bleu": 0.123456, "precisions": [0.5, 0.25, 0.1, 0.05]},
+            "rouge": {"rouge1": 0.23456, "rouge2": 0.13579, "rougeL": 0.21212, "rougeLsum": 0.22222},
+            "meteor": {"meteor": 0.31415}, "n_answerable_scored": 4}
+
+
+def cls_scores(acc: float) -> dict:
+    return {"loss": 1 - acc, "accuracy": acc, "precision": acc + 0.01234, "recall": acc - 0.05678, "f1": acc + 0.00011}
+
+
+def write_run(folder, task: str) -> dict:
+    """runs/<name>/metrics.json with the schema train_cls.py / train_qa.py write."""
+    run = {"task": task, "base_model": "tiny-llama", "resolved_model": "/models/tiny-llama",
+           "command": f"python train.py --run-name {folder.name}",
+           "split": {"train": 80, "validation": 20, "test": 10, "seed": 7, "stratify_by": "label"},
+           "timing": {"features_s": 2.5, "train_s": 1.25, "tokens": 5000}}
+    if task == "squad_v2":
+        scores = {stage: squad_scores(f1) for stage, f1 in (("before", 21.5), ("zero_shot", 33.375), ("after", 55.25))}
+        flat = {k: "squad_v2" for k in ("exact", "f1", "HasAns_f1", "NoAns_f1", "best_f1")}
+        flat |= {"bleu": "bleu", "rougeL": "rouge", "meteor": "meteor"}
+        run |= {"threshold": -1.23456, "scores": scores,
+                "metrics": {stage: {k: s[group][k] for k, group in flat.items()} for stage, s in scores.items()},
+                "params": {"backbone": 1000, "head": 66, "total": 1066, "trainable": 66},
+                "epochs": [{"epoch": e, "train_loss": 5.0 / e, "val_loss": 4.9 / e, "exact": 40.0 + e,
+                            "f1": 45.125 + e, "HasAns_f1": 30.0 + e, "NoAns_f1": 60.0 - e} for e in (1, 2)]}
+    else:
+        run |= {"labels": ["negative", "positive"], "confusion": [[4, 1], [2, 3]],
+                "metrics": {"before": cls_scores(0.48321), "zero_shot": cls_scores(0.61111),
+                            "after": cls_scores(0.79876)},
+                "params": {"backbone": 1000, "head": 64, "total": 1064, "trainable": 64},
+                "epochs": [{"epoch": e, "train_loss": 0.7 / e, "val_loss": 0.65 / e, **cls_scores(0.6 + e / 30)}
+                           for e in (1, 2, 3)]}
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps(run))
+    return run
+
+
+def tables(markdown: str) -> dict[tuple[str, str], list[dict[str, str]]]:
+    """Markdown tables as rows of {header: cell}, keyed by their (## run, ### section) headings."""
+    found, h2, h3 = {}, "", ""
+    for line in markdown.splitlines():
+        if line.startswith("## "):
+            h2 = line[3:].split()[0]
+        elif line.startswith("### "):
+            h3 = line[4:]
+        elif line.startswith("|") and not line.startswith("|---"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if (h2, h3) not in found:
+                found[h2, h3], header = [], cells
+            else:
+                found[h2, h3].append(dict(zip(header, cells)))
+    return found
+
+
+def matches(cell: str, value) -> bool:
+    """Same number at the precision the cell was printed with (4 decimals for fractions, 2 for percentages)."""
+    if isinstance(value, int):
+        return int(cell.replace(",", "")) == value
+    decimals = len(cell.split(".")[1])
+    return decimals in (2, 4) and abs(float(cell) - value) <= 0.5 * 10 ** -decimals + 1e-12
+
+
+def make_runs(tmp_path) -> dict[str, dict]:
+    return {task: write_run(tmp_path / "runs" / name, task) for task, name in (("sst2", "cls"), ("squad_v2", "qa"))}
+
+
+def build(tmp_path, *args) -> str:
+    out = tmp_path / "out" / "REPORT.md"
+    assert report.main([*map(str, args), "-o", str(out), "--runs-dir", str(tmp_path / "runs")]) == 0
+    return out.read_text()
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """One report from both runs (drawing figures takes a second, so the tests share it)."""
+    tmp_path = tmp_path_factory.mktemp("report")
+    runs = make_runs(tmp_path)
+    return tmp_path, runs, build(tmp_path, tmp_path / "runs" / "cls", tmp_path / "runs" / "qa")
+
+
+def test_tables_show_the_metrics_json_numbers(built):
+    _, runs, text = built
+    found = tables(text)
+    stage_header = {"before (untrained head)": "before", "zero-shot": "zero_shot", "after": "after"}
+    for name, run in (("cls", runs["sst2"]), ("qa", runs["squad_v2"])):
+        epochs = found[name, "Per-epoch (validation)"]
+        assert len(epochs) == len(run["epochs"])
+        for shown, row in zip(epochs, run["epochs"]):
+            assert shown.keys() == row.keys() and all(matches(shown[k], v) for k, v in row.items()), shown
+        params = {r["part"]: r["parameters"] for r in found[name, "Parameters"]}
+        assert all(matches(params[k], v) for k, v in run["params"].items())
+        stages = found[name, "Test set: before / zero-shot / after"]
+        for shown in stages:
+            for header, stage in stage_header.items():
+                if name == "cls":
+                    value = run["metrics"][stage][shown["metric"]]
+                else:
+                    label, group, key = next(r for r in report.QA_ROWS if r[0] == shown["metric"])
+                    value = run["scores"][stage][group][key] if group else run["scores"][stage][key]
+                assert matches(shown[header], value), (name, shown["metric"], header)
+    qa_metrics = {r["metric"] for r in found["qa", "Test set: before / zero-shot / after"]}
+    assert {"EM", "F1", "HasAns_exact", "NoAns_f1", "best_f1_thresh", "BLEU", "ROUGE-Lsum", "METEOR"} <= qa_metrics
+    confusion = found["cls", "Confusion matrix (test set, after; rows = true, columns = predicted)"]
+    assert [[int(r[label]) for label in runs["sst2"]["labels"]] for r in confusion] == runs["sst2"]["confusion"]
+
+
+def test_text_sections(built):
+    text = built[2]
+    assert "hidden × num_labels, no bias = 32 × 2 = 64" in text and "`LlamaForSequenceClassification.score`" in text
+    assert "hidden × 2 + 2 bias = 32 × 2 + 2 = 66" in text and "`LlamaForQuestionAnswering.qa_outputs`" in text
+    assert "5,000 tokens (2,000 tokens/s)" in text and "`python train.py --run-name qa`" in text
+    assert "No-answer threshold (chosen on validation): -1.2346" in text
+
+
+def test_figures_are_linked_pngs(built):
+    pytest.importorskip("matplotlib")
+    tmp_path, _, text = built
+    links = [line[line.index("](") + 2:-1] for line in text.splitlines() if line.startswith("![")]
+    assert len(links) == 6 and all(link.startswith("REPORT_files/") for link in links)
+    for link in links:
+        assert (tmp_path / "out" / link).read_bytes().startswith(PNG_MAGIC), link
+    assert "pip install -r requirements-report.txt" not in text
+
+
+def test_without_matplotlib_writes_a_note(tmp_path, monkeypatch):
+    make_runs(tmp_path)
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` raise ImportError
+    text = build(tmp_path, tmp_path / "runs" / "cls", tmp_path / "runs" / "qa")
+    assert text.count("pip install -r requirements-report.txt") == 2 and "![" not in text
+    assert not (tmp_path / "out" / "REPORT_files").exists()
+
+
+def test_default_picks_latest_run_of_each_task(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "pyplot", lambda: None)  # tables suffice here
+    make_runs(tmp_path)
+    write_run(tmp_path / "runs" / "cls-old", "sst2")
+    write_run(tmp_path / "runs" / "cls-new", "sst2")
+    (tmp_path / "runs" / "not-a-run").mkdir()  # e.g. a run still in progress: skipped
+    for age, name in enumerate(("cls-new", "qa", "cls-old", "cls")):
+        os.utime(tmp_path / "runs" / name / "metrics.json", (1e9 - age, 1e9 - age))
+    sections = [line[3:].split()[0] for line in build(tmp_path).splitlines() if line.startswith("## ")]
+    assert sections == ["cls-new", "qa"]
+
+
+@pytest.mark.parametrize("case", ["missing", "invalid", "no-runs"])
+def test_errors_exit_2_with_one_line(tmp_path, capsys, case):
+    if case == "missing":
+        (tmp_path / "empty").mkdir()
+        args, expected = [str(tmp_path / "empty")], str(tmp_path / "empty" / "metrics.json")
+    elif case == "invalid":
+        (tmp_path / "runs" / "broken").mkdir(parents=True)
+        (tmp_path / "runs" / "broken" / "metrics.json").write_text("{not json")
+        args, expected = [], str(tmp_path / "runs" / "broken" / "metrics.json")
+    else:
+        args, expected = [], "make demo"
+    assert report.main(args + ["-o", str(tmp_path / "R.md"), "--runs-dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and expected in err
+    assert not (tmp_path / "R.md").exists()
