@@ -53,16 +53,20 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def length_batches(lengths: list[int], max_tokens: int, max_batch: int = 512) -> list[list[int]]:
-    """Group indices by length so a padded batch costs at most max_tokens and almost nothing is padding."""
-    batches, current, longest = [], [], 0
+def length_batches(lengths: list[int], max_tokens: int, max_batch: int = 512,
+                   max_padding: float = 0.05) -> list[list[int]]:
+    """Group indices by length: a padded batch costs at most max_tokens, and at most max_padding of it
+    is padding (a batch closes early rather than mixing short and long items)."""
+    batches, current, longest, real = [], [], 0, 0
     for i in sorted(range(len(lengths)), key=lengths.__getitem__):
         grown = max(longest, lengths[i])
-        if current and (grown * (len(current) + 1) > max_tokens or len(current) == max_batch):
+        padded = grown * (len(current) + 1)
+        if current and (padded > max_tokens or len(current) == max_batch
+                        or padded - real - lengths[i] > max_padding * padded):
             batches.append(current)
-            current, grown = [], lengths[i]
+            current, grown, real = [], lengths[i], 0
         current.append(i)
-        longest = grown
+        longest, real = grown, real + lengths[i]
     if current:
         batches.append(current)
     return batches
