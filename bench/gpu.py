@@ -1,0 +1,421 @@
+"""One-shot device benchmark at Llama-3.2-1B's exact shape (random weights: same cost as the real ones).
+
+    python bench/gpu.py                         # on the GPU: ~2-4 minutes on an H100
+    python bench/gpu.py --tiny --device cpu     # a tiny random Llama on the CPU (its own test)
+    python bench/gpu.py --write-lengths         # regenerate bench/sst2_lengths.json from ../shared/data
+
+Measures, in one process:
+  0. the device's bf16 matmul ceiling (N^3 products, TFLOP/s);
+  1. train_cls's pipeline on SST-2-sized synthetic data (67,349 train + 872 test sentences with SST-2's
+     token-length distribution, bench/sst2_lengths.json): pooled features once (train_cls.features: the
+     length-sorted engine.backbone_passes, model.pool, the on-disk cache, cold) and the head for 3 epochs
+     (engine.fit, train_cls's defaults) -- wall time, backbone tok/s, MFU, peak memory;
+  2. the peer: transformers Trainer + LlamaForSequenceClassification, fp32, batch 8, dynamic padding,
+     backbone frozen, timed over --peer-steps steps and extrapolated per example to 3 epochs + its eval;
+  3. train_qa's backbone pass over 384-token windows (SQuAD-like lengths) vs the peer's Trainer +
+     LlamaForQuestionAnswering, fp32, batch 8, padded to 384 -- per pass, and estimated for 3 epochs
+     of SQuAD v2 train.
+FLOPs = 2 x non-embedding parameters x non-pad tokens (attention scores excluded: ~2% at 384 tokens).
+Without `accelerate` the peer runs the same steps in a hand-written loop, labelled as such.
+"""
+import argparse
+import collections
+import gc
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from bench import common  # noqa: E402
+
+LLAMA_CONFIG = ROOT / "bench" / "llama-3.2-1b" / "config.json"
+LENGTHS = ROOT / "bench" / "sst2_lengths.json"
+LLAMA_PAD = 128004  # <|finetune_right_pad_id|>, what model.load_tokenizer picks for Llama 3
+SQUAD_V2_TRAIN_QUESTIONS = 130_319
+QA_MAX_LENGTH = 384
+
+
+def say(*a) -> None:
+    print(*a, flush=True)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tiny", action="store_true", help="a tiny random Llama and small data (CPU test)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--max-tokens", type=int, help="tokens per backbone batch (default: train_cls's)")
+    p.add_argument("--peer-steps", type=int, help="peer steps timed per task (default 200; --tiny 12)")
+    p.add_argument("--skip-peer", action="store_true")
+    p.add_argument("--peer-loop", action="store_true", help="use the hand-written loop even if Trainer works")
+    p.add_argument("--peer-lr", type=float, default=1e-3)
+    p.add_argument("--n-train", type=int, help="SST-2 train sentences (default 67,349; --tiny 256)")
+    p.add_argument("--n-test", type=int, help="SST-2 test sentences (default 872; --tiny 64)")
+    p.add_argument("--n-qa-windows", type=int, help="384-token windows in our QA pass (default 4096; --tiny 32)")
+    p.add_argument("--matmul-size", type=int, help="N of the N^3 bf16 ceiling (default 8192; --tiny 256)")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    p.add_argument("--write-lengths", action="store_true", help="regenerate bench/sst2_lengths.json and exit")
+    p.add_argument("--shared", default=str(ROOT.parent / "shared" / "data"),
+                   help="with --write-lengths: folder with sst2/ and squad_v2/")
+    args = p.parse_args(argv)
+    defaults = dict(peer_steps=(12, 200), n_train=(256, 67_349), n_test=(64, 872), n_qa_windows=(32, 4096),
+                    matmul_size=(256, 8192))
+    for key, (tiny, full) in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, tiny if args.tiny else full)
+    return args
+
+
+# ---------------------------------------------------------------- lengths (shipped as bench/sst2_lengths.json)
+
+def write_lengths(shared: Path, out: Path = LENGTHS) -> dict:
+    """Token-length histograms of the real SST-2 train/dev and SQuAD v2 dev windows (384/128), under the
+    embedded SmolLM2 tokenizer, +1 for the BOS a Llama 3 tokenizer adds (SmolLM2 adds none)."""
+    import model
+    import smollm2
+    from data.labelled import read_labelled
+    from data.squad import load_squad, make_windows
+    tok = model.load_tokenizer(str(smollm2.local_folder()))
+
+    def hist(lengths):
+        return {str(k): v for k, v in sorted(collections.Counter(lengths).items())}
+
+    result = {"about": "token lengths, SmolLM2-135M tokenizer + 1 (Llama 3's BOS); generated by "
+                       "`python bench/gpu.py --write-lengths` from GLUE SST-2 and SQuAD v2 dev",
+              "tokenizer": "SmolLM2-135M-Instruct (+1 BOS)"}
+    for split, name in (("train", "sst2_train"), ("dev", "sst2_dev")):
+        texts = read_labelled(shared / "sst2" / f"{split}.tsv").texts
+        result[name] = hist(len(s) + 1 for s in tok(texts, add_special_tokens=True)["input_ids"])
+    examples = load_squad(shared / "squad_v2" / "dev-v2.0.json")
+    windows = make_windows(examples, tok, QA_MAX_LENGTH - 1, 128, 64)  # one token kept for the BOS
+    result["squad_windows"] = hist(len(w.input_ids) + 1 for w in windows)
+    result["squad_windows_per_question"] = round(len(windows) / len(examples), 4)
+    result["squad_mean_prefix"] = round(sum(w.context_start + 1 for w in windows) / len(windows), 2)
+    out.write_text(json.dumps(result, indent=0) + "\n")
+    say(f"wrote {out}: {sum(result['sst2_train'].values())} train, {sum(result['sst2_dev'].values())} dev "
+        f"sentences, {len(windows)} SQuAD dev windows")
+    return result
+
+
+def sample_lengths(hist: dict[str, int], n: int, rng: random.Random) -> list[int]:
+    """n lengths with the histogram's distribution: all of it (shuffled) when n is its size, else a sample."""
+    pool = [int(k) for k, v in hist.items() for _ in range(v)]
+    if n == len(pool):
+        rng.shuffle(pool)
+        return pool
+    return rng.choices(pool, k=n)
+
+
+def synth(lengths: list[int], vocab: int, pad: int, rng: random.Random) -> list[list[int]]:
+    """Random token ids (never the pad id)."""
+    ids = np.random.default_rng(rng.randrange(2**32)).integers(0, vocab - 1, size=sum(lengths))
+    ids += ids >= pad
+    cuts = np.cumsum(lengths)[:-1]
+    return [part.tolist() for part in np.split(ids, cuts)]
+
+
+# ---------------------------------------------------------------- measurements
+
+def sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def reset_peak(device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_gib(device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
+def matmul_ceiling(n: int, device, iters: int = 10) -> float:
+    """bf16 N^3 products on random data: TFLOP/s, the mean of `iters` after 3 warm-ups."""
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        a @ b
+    sync(device)
+    return 2 * n ** 3 * iters / (time.perf_counter() - t0) / 1e12
+
+
+def llama_config(tiny: bool):
+    from transformers import LlamaConfig
+    if tiny:
+        return LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=512,
+                           bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=True)
+    config = LlamaConfig(**json.loads(LLAMA_CONFIG.read_text()))
+    config.pad_token_id = LLAMA_PAD
+    return config
+
+
+def build(cls, config, device, dtype):
+    """A randomly initialised model, created directly in `dtype` on `device`."""
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            m = cls(config)
+    finally:
+        torch.set_default_dtype(default)
+    return m.to(device=device, dtype=dtype)
+
+
+def non_embedding_params(lm) -> int:
+    return sum(p.numel() for p in lm.model.parameters()) - lm.model.embed_tokens.weight.numel()
+
+
+def ours_cls(lm, pad, train_seqs, y_train_all, test_seqs, y_test, args, device, work: Path) -> dict:
+    """train_cls's pipeline: cold-cache pooled features (train + test), head for args.epochs, test accuracy."""
+    import engine
+    import model
+    import train_cls
+    from data.split import stratified_split
+    targs = train_cls.parse_args(["--epochs", str(args.epochs), "--seed", str(args.seed),
+                                  "--runs-dir", str(work / "runs"), "--max-tokens", str(args.max_tokens)])
+    os.environ["LLAMA_HEADS_CACHE"] = str(work / "cache")  # a fresh cache: features start cold
+    tok = SimpleNamespace(pad_token_id=pad)
+    reset_peak(device)
+    t0 = time.perf_counter()
+    x_all = train_cls.features(lm, tok, train_seqs, targs, "train").to(device)
+    x_test = train_cls.features(lm, tok, test_seqs, targs, "test").to(device)
+    sync(device)
+    feature_s = time.perf_counter() - t0
+    peak = peak_gib(device)
+    train_idx, val_idx = stratified_split(y_train_all.tolist(), targs.val_fraction, targs.seed)
+    y_all = y_train_all.to(device)
+    x_train, y_train, x_val, y_val = x_all[train_idx], y_all[train_idx], x_all[val_idx], y_all[val_idx]
+    torch.manual_seed(targs.seed)
+    head = model.cls_head(lm.config.hidden_size, 2).to(device)
+
+    def epoch_batches(epoch):
+        order = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(targs.seed + epoch))
+        return order.to(device).split(targs.batch_size)
+
+    def evaluate():
+        with torch.no_grad():
+            logits = head(x_val).float()
+        return {"val_loss": F.cross_entropy(logits, y_val).item(),
+                "accuracy": (logits.argmax(-1) == y_val).float().mean().item()}
+
+    run_dir = work / "runs" / "bench-cls"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    engine.fit(head, epoch_batches, lambda b: F.cross_entropy(head(x_train[b]).float(), y_train[b]),
+               evaluate, targs, run_dir, device)
+    with torch.no_grad():
+        acc = (head(x_test).argmax(-1) == y_test.to(device)).float().mean().item()
+    sync(device)
+    wall = time.perf_counter() - t0
+    tokens = sum(map(len, train_seqs)) + sum(map(len, test_seqs))
+    return {"wall_s": wall, "feature_s": feature_s, "head_s": wall - feature_s, "tokens": tokens,
+            "peak_gib": peak, "accuracy": acc, "batch_size": targs.batch_size, "max_tokens": targs.max_tokens}
+
+
+def ours_qa_pass(lm, pad, seqs, starts, args, device) -> dict:
+    """train_qa's backbone pass (its cached-feature compute: length-sorted engine.backbone_passes, the
+    context + null rows of each window to host memory), without the disk write."""
+    import engine
+    reset_peak(device)
+    t0 = time.perf_counter()
+    rows = 0
+    for batch, hidden, _ in engine.backbone_passes(lm.model, seqs, pad, args.max_tokens, desc="squad windows"):
+        feats = [hidden[r, starts[i]:len(seqs[i])].cpu().clone() for r, i in enumerate(batch)]
+        rows += sum(len(f) for f in feats)
+    sync(device)
+    return {"wall_s": time.perf_counter() - t0, "tokens": sum(map(len, seqs)), "rows": rows,
+            "peak_gib": peak_gib(device)}
+
+
+def peer_model(kind: str, config, device):
+    from transformers import LlamaForQuestionAnswering, LlamaForSequenceClassification
+    if kind == "cls":
+        config.num_labels = 2
+        m = build(LlamaForSequenceClassification, config, device, torch.float32)
+        common.freeze_backbone(m, "score")
+    else:
+        m = build(LlamaForQuestionAnswering, config, device, torch.float32)
+        common.freeze_backbone(m, "qa_outputs")
+    return m
+
+
+def run_peer(kind, config, items, args, device, eval_items=None) -> dict:
+    reset_peak(device)
+    m = peer_model(kind, config, device)
+    warm = min(10, max(1, args.peer_steps // 4))
+    out = common.run_peer(m, items, common.dynamic_pad(config.pad_token_id), device=device,
+                          max_steps=args.peer_steps, lr=args.peer_lr, seed=args.seed, warm_steps=warm,
+                          eval_items=eval_items, force_loop=args.peer_loop, log=say)
+    out["peak_gib"] = peak_gib(device)
+    out["s_per_example"] = out["timed_s"] / (out["timed_steps"] * common.PEER_BATCH)
+    del m
+    reset_peak(device)
+    return out
+
+
+def main(argv=None) -> int:
+    work = Path(tempfile.mkdtemp(prefix="bench-gpu-"))  # the feature cache and run files; removed at the end
+    try:
+        return bench(parse_args(argv), work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def bench(args: argparse.Namespace, work: Path) -> int:
+    if args.write_lengths:
+        write_lengths(Path(args.shared))
+        return 0
+    import model
+    device = model.pick_device(args.device)
+    if args.max_tokens is None:
+        import train_cls
+        args.max_tokens = train_cls.parse_args([]).max_tokens
+    lengths = json.loads(LENGTHS.read_text())
+    rng = random.Random(args.seed)
+    torch.manual_seed(args.seed)
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    say(f"device {gpu}; torch {torch.__version__}; "
+        f"{'tiny random Llama' if args.tiny else 'Llama-3.2-1B shape, random weights'}")
+    rows, results = [], {"device": gpu, "tiny": args.tiny, "args": vars(args)}
+    t_start = time.perf_counter()
+
+    say(f"[0] bf16 matmul ceiling, {args.matmul_size}^3")
+    ceiling = matmul_ceiling(args.matmul_size, device)
+    results["ceiling_tflops"] = ceiling
+    rows.append({"phase": "matmul ceiling", "side": f"bf16 {args.matmul_size}^3", "TFLOP/s": ceiling})
+    say(f"    {ceiling:,.1f} TFLOP/s")
+
+    config = llama_config(args.tiny)
+    pad, vocab = config.pad_token_id, config.vocab_size
+    t0 = time.perf_counter()
+    from transformers import LlamaForCausalLM
+    lm = build(LlamaForCausalLM, config, device, torch.bfloat16)
+    lm.requires_grad_(False).eval()
+    flops_per_token = 2 * non_embedding_params(lm)
+    say(f"    backbone built in {time.perf_counter() - t0:.1f} s: {non_embedding_params(lm):,} non-embedding "
+        f"parameters, bf16")
+
+    def mfu(tokens, seconds):
+        tflops = flops_per_token * tokens / seconds / 1e12
+        return tflops, 100 * tflops / ceiling
+
+    # ---- 1. SST-2-sized classification
+    train_len = sample_lengths(lengths["sst2_train"], args.n_train, rng)
+    test_len = sample_lengths(lengths["sst2_dev"], args.n_test, rng)
+    train_seqs, test_seqs = synth(train_len, vocab, pad, rng), synth(test_len, vocab, pad, rng)
+    y_train = torch.randint(0, 2, (len(train_seqs),), generator=torch.Generator().manual_seed(args.seed))
+    y_test = torch.randint(0, 2, (len(test_seqs),), generator=torch.Generator().manual_seed(args.seed + 1))
+    say(f"[1] sst2, ours: train_cls pipeline, {len(train_seqs):,} + {len(test_seqs):,} sentences "
+        f"({sum(train_len) + sum(test_len):,} tokens), {args.epochs} epochs, max_tokens {args.max_tokens}")
+    ours = ours_cls(lm, pad, train_seqs, y_train, test_seqs, y_test, args, device, work)
+    tflops, util = mfu(ours["tokens"], ours["feature_s"])
+    ours.update(tok_s=ours["tokens"] / ours["feature_s"], tflops=tflops, mfu=util)
+    results["sst2_ours"] = ours
+    say(f"    wall {ours['wall_s']:.1f} s (features {ours['feature_s']:.1f} s at {ours['tok_s']:,.0f} tok/s, "
+        f"MFU {util:.1f}%; head {ours['head_s']:.1f} s)")
+    rows.append({"phase": "sst2 3 epochs", "side": "ours", "wall s": ours["wall_s"],
+                 "examples/s": len(train_seqs) * args.epochs / ours["wall_s"], "tok/s": ours["tok_s"],
+                 "TFLOP/s": tflops, "MFU %": util, "peak GiB": ours["peak_gib"],
+                 "note": f"measured; features {ours['feature_s']:.1f} s + head {ours['head_s']:.1f} s"})
+
+    # ---- QA windows, ours (while the bf16 backbone is loaded; the peers build their own fp32 models)
+    hist = lengths["squad_windows"]
+    qa_len = sample_lengths(hist, args.n_qa_windows, rng)
+    prefix = round(lengths["squad_mean_prefix"])
+    qa_seqs = synth(qa_len, vocab, pad, rng)
+    qa_starts = [min(prefix, n - 1) for n in qa_len]
+    say(f"[2] squad, ours: train_qa backbone pass over {len(qa_seqs):,} windows ({sum(qa_len):,} tokens)")
+    qa = ours_qa_pass(lm, pad, qa_seqs, qa_starts, args, device)
+    tflops, util = mfu(qa["tokens"], qa["wall_s"])
+    qa.update(tok_s=qa["tokens"] / qa["wall_s"], tflops=tflops, mfu=util, s_per_example=qa["wall_s"] / len(qa_seqs))
+    results["squad_ours"] = qa
+    say(f"    {qa['wall_s']:.1f} s, {qa['tok_s']:,.0f} tok/s, MFU {util:.1f}%")
+    rows.append({"phase": "squad 1 pass", "side": "ours", "wall s": qa["wall_s"],
+                 "examples/s": 1 / qa["s_per_example"], "tok/s": qa["tok_s"], "TFLOP/s": tflops, "MFU %": util,
+                 "peak GiB": qa["peak_gib"], "note": f"measured, {len(qa_seqs):,} windows"})
+    hidden = lm.config.hidden_size
+    del lm
+    reset_peak(device)
+
+    if not args.skip_peer:
+        say(f"[3] sst2, peer: LlamaForSequenceClassification fp32, batch 8, dynamic padding, frozen backbone, "
+            f"{args.peer_steps} steps ({'Trainer' if common.have_accelerate() and not args.peer_loop else 'loop'})")
+        items = [{"input_ids": s, "labels": int(y)} for s, y in zip(train_seqs, y_train)]
+        eval_items = [{"input_ids": s, "labels": int(y)} for s, y in zip(test_seqs, y_test)]
+        peer = run_peer("cls", llama_config(args.tiny), items, args, device, eval_items)
+        peer.pop("logits", None)
+        peer["wall_s"] = peer["s_per_example"] * len(items) * args.epochs + peer["eval_s"]
+        results["sst2_peer"] = peer
+        label = common.peer_label(peer["mode"])
+        say(f"    {peer['s_per_example'] * 1e3:.2f} ms/example -> {peer['wall_s']:.1f} s for {args.epochs} epochs "
+            f"+ eval ({peer['eval_s']:.1f} s)")
+        rows.append({"phase": "sst2 3 epochs", "side": label, "wall s": peer["wall_s"],
+                     "examples/s": 1 / peer["s_per_example"], "peak GiB": peer["peak_gib"],
+                     "note": f"extrapolated from {peer['timed_steps']} steps; eval measured"})
+        rows.append({"phase": "sst2 3 epochs", "side": "ratio peer/ours", "ratio": peer["wall_s"] / ours["wall_s"]})
+
+        say(f"[4] squad, peer: LlamaForQuestionAnswering fp32, batch 8, padded to {QA_MAX_LENGTH}, frozen backbone, "
+            f"{args.peer_steps} steps")
+        qa_items = [{**common.pad_to(s, QA_MAX_LENGTH, pad), "start_positions": st, "end_positions": st}
+                    for s, st in zip(qa_seqs, qa_starts)]
+        qpeer = run_peer("qa", llama_config(args.tiny), qa_items, args, device)
+        results["squad_peer"] = qpeer
+        label = common.peer_label(qpeer["mode"])
+        say(f"    {qpeer['s_per_example'] * 1e3:.2f} ms/example")
+        rows.append({"phase": "squad 1 pass", "side": label, "wall s": qpeer["s_per_example"] * len(qa_seqs),
+                     "examples/s": 1 / qpeer["s_per_example"], "peak GiB": qpeer["peak_gib"],
+                     "note": f"extrapolated from {qpeer['timed_steps']} steps"})
+        rows.append({"phase": "squad 1 pass", "side": "ratio peer/ours",
+                     "ratio": qpeer["s_per_example"] / qa["s_per_example"]})
+
+        # 3 epochs of SQuAD v2 train: ours caches features when they fit train_qa's --cache-budget-gb (50),
+        # else recomputes the backbone every epoch; the peer always runs it every epoch.
+        n_full = round(SQUAD_V2_TRAIN_QUESTIONS * lengths["squad_windows_per_question"])
+        gb = n_full * (qa["rows"] / len(qa_seqs)) * hidden * 2 / 1e9
+        passes = 1 if gb <= 50 else args.epochs
+        ours_full = qa["s_per_example"] * n_full * passes
+        peer_full = qpeer["s_per_example"] * n_full * args.epochs
+        results["squad_full_estimate"] = {"windows": n_full, "features_gb": gb, "ours_passes": passes,
+                                          "ours_s": ours_full, "peer_s": peer_full}
+        rows.append({"phase": "squad-v2 train 3 ep", "side": "ours", "wall s": ours_full,
+                     "note": f"est. {n_full:,} windows; features {gb:.0f} GB -> "
+                             f"{'cached, 1 pass' if passes == 1 else f'over 50 GB, {passes} passes'}"})
+        rows.append({"phase": "squad-v2 train 3 ep", "side": label, "wall s": peer_full,
+                     "note": f"est. {n_full:,} windows x {args.epochs} epochs"})
+        rows.append({"phase": "squad-v2 train 3 ep", "side": "ratio peer/ours", "ratio": peer_full / ours_full})
+
+    results["rows"], results["total_s"] = rows, time.perf_counter() - t_start
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1, default=str) + "\n")
+    say(f"\n## bench/gpu.py on {gpu} ({'tiny' if args.tiny else 'Llama-3.2-1B shape'}; "
+        f"torch {torch.__version__}; run took {results['total_s']:.0f} s)")
+    say("FLOPs = 2 x non-embedding params x non-pad tokens; MFU against the measured bf16 ceiling; "
+        f"ours in bf16, the peer in fp32 (TF32 matmuls {'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'})")
+    say(common.table(rows, ["phase", "side", "wall s", "examples/s", "tok/s", "TFLOP/s", "MFU %", "peak GiB",
+                            "ratio", "note"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
