@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
+import lora
 from data.fetch import write_atomic
 
 
@@ -42,15 +42,51 @@ def common_args(p: argparse.ArgumentParser, lr: float, batch_size: int) -> None:
     p.add_argument("--run-name")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
     p.add_argument("--export", help="write a full transformers checkpoint to this folder")
+    p.add_argument("--merge", action="store_true", help="with --lora-rank: fold the adapters into the exported weights")
     p.add_argument("--push-to-hub", metavar="USER/REPO")
     p.add_argument("--private", action="store_true")
     p.add_argument("--push-full", action="store_true", help="push the full export instead of the head")
+    p.add_argument("--grad-accum", type=int, default=1, metavar="N", help="micro-batches per optimizer step")
+    t = p.add_argument_group("training the backbone too (default: the head alone, on cached features)")
+    mode = t.add_mutually_exclusive_group()
+    mode.add_argument("--lora-rank", type=int, default=0, metavar="R", help="low-rank adapters on --lora-targets")
+    mode.add_argument("--unfreeze-last", type=int, default=0, metavar="K",
+                      help="train the top K decoder blocks and the final norm")
+    t.add_argument("--lora-alpha", type=float, help="the adapters' scale is alpha/R (default: 2R)")
+    t.add_argument("--lora-dropout", type=float, default=0.0)
+    t.add_argument("--lora-targets", default="q_proj,k_proj,v_proj,o_proj",
+                   help="comma list of Linear layer names (e.g. also gate_proj,up_proj,down_proj)")
+    t.add_argument("--backbone-lr", type=float, help="learning rate of what trains in the backbone (--lr stays "
+                   "the head's); default 1e-3 for LoRA, 1e-5 for --unfreeze-last")
+    t.add_argument("--grad-checkpoint", action="store_true",
+                   help="recompute each decoder block's activations in backward: far less memory, ~1/3 more time")
+
+
+def parse(p: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """Parse the flags, refuse contradictions and fill the defaults that depend on the training mode."""
+    args = p.parse_args(argv)
+    if min(args.grad_accum - 1, args.lora_rank, args.unfreeze_last) < 0:
+        p.error("--grad-accum must be at least 1, --lora-rank and --unfreeze-last at least 0")
+    if args.lora_rank and args.export and not args.merge:
+        p.error("--export with --lora-rank needs --merge: a transformers checkpoint holds no adapters, so they are "
+                "folded into the weights (the run folder's adapters.safetensors keeps them apart)")
+    if args.lora_rank and args.lora_alpha is None:
+        args.lora_alpha = 2.0 * args.lora_rank
+    if args.backbone_lr is None:
+        args.backbone_lr = 1e-3 if args.lora_rank else 1e-5
+    return args
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def shuffled(batches: list, seed: int) -> list:
+    """The same batches in a seeded order: length-sorted batches stay tight, yet every epoch differs."""
+    perm = torch.randperm(len(batches), generator=torch.Generator().manual_seed(seed))
+    return [batches[i] for i in perm]
 
 
 def length_batches(lengths: list[int], max_tokens: int, max_batch: int = 512,
@@ -187,63 +223,85 @@ def lr_lambda(total_steps: int, warmup: float, schedule: str) -> Callable[[int],
 
 
 def fit(head: torch.nn.Module, epoch_batches: Callable[[int], list], loss_fn: Callable, evaluate: Callable[[], dict],
-        args, run_dir: Path, device: torch.device) -> list[dict]:
-    """Train the head for args.epochs; after each epoch log a row and checkpoint, so --resume loses at most one epoch.
+        args, run_dir: Path, device: torch.device, backbone: torch.nn.Module | None = None) -> list[dict]:
+    """Train the head (at args.lr), and whatever requires grad in the backbone (LoRA adapters, unfrozen blocks:
+    at args.backbone_lr), for args.epochs; after each epoch log a row and checkpoint, so --resume loses at most one.
 
-    epoch_batches(epoch) gives that epoch's (seeded, shuffled) batches; loss_fn(batch) the mean loss;
-    evaluate() the validation row (loss and task metrics). With args.ema > 0 the head evaluated, and
-    left in `head` at the end, is an exponential moving average of the weights: on raw LLM features
-    (large, uncentred outlier dimensions) the last AdamW steps otherwise leave a noisy decision bias.
+    epoch_batches(epoch) gives that epoch's (seeded, shuffled) batches, args.grad_accum of them per optimizer
+    step; loss_fn(batch) the mean loss over the batch's len(batch) items; evaluate() the validation row (loss
+    and task metrics). With args.ema > 0 the weights evaluated, and left in place at the end, are an exponential
+    moving average: on raw LLM features (large, uncentred outlier dimensions) the last AdamW steps otherwise leave
+    a noisy decision bias.
     """
-    steps_per_epoch = len(epoch_batches(0))
-    opt = torch.optim.AdamW(head.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    parts = torch.nn.ModuleDict({"head": head, **({"backbone": backbone} if backbone is not None else {})})
+    params = {n: p for n, p in parts.named_parameters() if p.requires_grad}
+    lrs = {"head": args.lr, "backbone": args.backbone_lr}
+    groups = [{"params": group, "lr": lr} for part, lr in lrs.items()
+              if (group := [p for n, p in params.items() if n.startswith(part + ".")])]
+    opt = torch.optim.AdamW(groups, weight_decay=args.weight_decay)
+    steps_per_epoch = math.ceil(len(epoch_batches(0)) / args.grad_accum)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(steps_per_epoch * args.epochs, args.warmup, args.schedule))
     amp_dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and amp_dtype == torch.float16)
-    ema = AveragedModel(head, multi_avg_fn=get_ema_multi_avg_fn(args.ema), use_buffers=True) if args.ema else None
+    ema: dict[str, torch.Tensor] | None = None  # the first update copies the weights, as AveragedModel does
     ckpt, log = run_dir / "ckpt.pt", run_dir / "log.jsonl"
     rows, first = [], 0
     if getattr(args, "resume", False) and ckpt.exists():
         state = torch.load(ckpt, weights_only=False)
-        for obj, key in ((head, "head"), (opt, "opt"), (sched, "sched"), (scaler, "scaler"), (ema, "ema")):
-            if obj is not None:
-                obj.load_state_dict(state[key])
+        lora.check_same(state["trained"], params, ckpt)
+        assign(params, state["trained"])
+        for obj, key in ((opt, "opt"), (sched, "sched"), (scaler, "scaler")):
+            obj.load_state_dict(state[key])
         torch.set_rng_state(state["rng"])
-        rows, first = state["rows"], state["epoch"]
+        ema, rows, first = state["ema"], state["rows"], state["epoch"]
         print(f"resumed from {ckpt} after epoch {first}")
-        if ema is not None and first >= args.epochs:  # a finished run: keep the averaged head it ended with
-            head.load_state_dict(ema.module.state_dict())
+        if ema is not None and first >= args.epochs:  # a finished run: keep the averaged weights it ended with
+            assign(params, ema)
     for epoch in range(first, args.epochs):
-        head.train()
-        total, count = 0.0, 0
-        for batch in tqdm(epoch_batches(epoch), desc=f"epoch {epoch + 1}", leave=False, dynamic_ncols=True):
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=device.type == "cuda"):
-                loss = loss_fn(batch)
+        parts.train()
+        batches, total, count = epoch_batches(epoch), 0.0, 0
+        for lo in tqdm(range(0, len(batches), args.grad_accum), desc=f"epoch {epoch + 1}", leave=False,
+                       dynamic_ncols=True):
+            step = batches[lo:lo + args.grad_accum]
+            items = sum(len(b) for b in step)
             opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            for batch in step:
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=device.type == "cuda"):
+                    loss = loss_fn(batch)
+                # weighted by size, the micro-batches' gradients add up to the mean loss's over all their items
+                scaler.scale(loss * (len(batch) / items)).backward()
+                total, count = total + loss.item() * len(batch), count + len(batch)
             scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(head.parameters(), args.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(params.values(), args.max_grad_norm)
             scaler.step(opt)
             scaler.update()
             sched.step()
-            if ema is not None:
-                ema.update_parameters(head)
-            total, count = total + loss.item(), count + 1
-        head.eval()
-        trained = {k: v.clone() for k, v in head.state_dict().items()}
+            if args.ema and ema is None:
+                ema = {n: p.detach().clone() for n, p in params.items()}
+            elif args.ema:
+                for n, p in params.items():
+                    ema[n].lerp_(p.detach(), 1 - args.ema)
+        parts.eval()
+        trained = {n: p.detach().clone() for n, p in params.items()}
         if ema is not None:  # evaluate (and keep, if this is the last epoch) the averaged weights
-            head.load_state_dict(ema.module.state_dict())
+            assign(params, ema)
         row = {"epoch": epoch + 1, "train_loss": total / max(count, 1), **evaluate()}
         rows.append(row)
         print_row(row, header=epoch == first)
         write_atomic(log, "".join(json.dumps(r) + "\n" for r in rows))
-        torch.save({"head": trained, "opt": opt.state_dict(), "sched": sched.state_dict(),
-                    "scaler": scaler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
-                    "rng": torch.get_rng_state(), "rows": rows, "epoch": epoch + 1}, ckpt.with_suffix(".tmp"))
+        torch.save({"trained": trained, "opt": opt.state_dict(), "sched": sched.state_dict(),
+                    "scaler": scaler.state_dict(), "ema": ema, "rng": torch.get_rng_state(), "rows": rows,
+                    "epoch": epoch + 1}, ckpt.with_suffix(".tmp"))
         os.replace(ckpt.with_suffix(".tmp"), ckpt)
         if epoch + 1 < args.epochs:
-            head.load_state_dict(trained)
+            assign(params, trained)
     return rows
+
+
+@torch.no_grad()
+def assign(params: dict[str, torch.Tensor], values: dict[str, torch.Tensor]) -> None:
+    for n, p in params.items():
+        p.copy_(values[n])
 
 
 def print_row(row: dict, header: bool) -> None:

@@ -14,7 +14,7 @@ from huggingface_hub import HfApi, get_token
 from huggingface_hub.errors import HfHubHTTPError, HTTPError, LocalTokenNotFoundError
 
 CARD_INFO = "card.json"  # the card's source, kept next to README.md so a retry regenerates the same card
-HEAD_FILES = ["config.json", "head.safetensors", "metrics.json", "log.jsonl", "README.md"]
+HEAD_FILES = ["config.json", "head.safetensors", "adapters.safetensors", "metrics.json", "log.jsonl", "README.md"]
 FULL_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "README.md"]  # weights + tokenizer
 TASKS = {
     "sst2": dict(name="SST-2 sentiment classification", tag="text-classification", dataset="nyu-mll/glue",
@@ -54,8 +54,11 @@ def model_card(info: dict) -> str:
     yaml += ["datasets:", f"- {task['dataset']}"] if task["dataset"] else []
     yaml += [f"pipeline_tag: {task['tag']}"] if full and task["tag"] else []
     out = yaml + ["---", "", f"# {task['name']} head on {base or 'a frozen Llama'}", "",
-                  f"A head for {task['name']}, trained on top of a frozen `{base or 'Llama'}`: only the head was "
-                  "trained, the backbone weights are the base model's, unchanged. "
+                  (f"A head for {task['name']}, trained on top of a frozen `{base or 'Llama'}`: only the head was "
+                   "trained, the backbone weights are the base model's, unchanged. "
+                   if info.get("trained", "the head") == "the head" else
+                   f"A model for {task['name']} fine-tuned from `{base or 'Llama'}`: trained were "
+                   f"{info['trained']}; every other weight is the base model's. ")
                   + ("This repo holds the full transformers checkpoint (backbone + head)." if full else
                      "This repo holds only the head (`head.safetensors`, a few KB) and the run's config, "
                      "metrics and log; the backbone comes from the base model.")]

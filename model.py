@@ -1,4 +1,4 @@
-"""The frozen Llama backbone, the task heads, pooling, parameter counts and transformers exports."""
+"""The Llama backbone, the task heads, pooling, parameter counts and transformers exports."""
 import json
 import os
 import shutil
@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+import lora
 import smollm2
 from data.fetch import write_atomic
 
@@ -87,22 +88,34 @@ def n_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def backbone_params(name: str) -> tuple[int, int]:
-    """(parameters, hidden size) of the bare LlamaModel, from its config alone (meta device: no weights read)."""
+def meta_backbone(name: str) -> nn.Module:
+    """The bare LlamaModel from its config alone, on the meta device (exact shapes, no weights read); frozen, as
+    load_backbone's."""
     from transformers import AutoConfig, AutoModel
-    config = AutoConfig.from_pretrained(resolve_model(name))
     with torch.device("meta"):
-        return n_params(AutoModel.from_config(config)), config.hidden_size
+        return AutoModel.from_config(AutoConfig.from_pretrained(resolve_model(name))).requires_grad_(False)
 
 
-def param_report(backbone: int, head: nn.Module) -> dict:
-    h = n_params(head)
-    trainable = sum(p.numel() for p in head.parameters() if p.requires_grad)
-    return {"backbone": backbone, "head": h, "total": backbone + h, "trainable": trainable}
+def backbone_params(name: str) -> tuple[int, int]:
+    """(parameters, hidden size) of the bare LlamaModel, from its config alone."""
+    backbone = meta_backbone(name)
+    return n_params(backbone), backbone.config.hidden_size
 
 
-def export(out_dir: Path, model_name: str, task: str, head: nn.Linear, tokenizer, id2label=None) -> Path:
-    """Write a transformers checkpoint (config + safetensors + tokenizer) with the trained head.
+def param_report(backbone: nn.Module, head: nn.Module) -> dict:
+    """Parameters of the base backbone, the LoRA adapters (when there are any) and the head, and how many of them
+    train (requires_grad): the head alone, or with the adapters or the unfrozen blocks."""
+    adapters = sum(p.numel() for n, p in backbone.named_parameters() if lora.is_adapter(n))
+    parts = {"backbone": n_params(backbone) - adapters, **({"adapters": adapters} if adapters else {}),
+             "head": n_params(head)}
+    trainable = sum(p.numel() for m in (backbone, head) for p in m.parameters() if p.requires_grad)
+    return {**parts, "total": sum(parts.values()), "trainable": trainable}
+
+
+def export(out_dir: Path, model_name: str, task: str, head: nn.Linear, tokenizer, id2label=None,
+           backbone: nn.Module | None = None) -> Path:
+    """Write a transformers checkpoint (config + safetensors + tokenizer) with the trained head, on the base
+    checkpoint's backbone with what `backbone` trained written in (LoRA adapters merged, unfrozen blocks).
 
     task 'cls' -> LlamaForSequenceClassification (pools the rightmost non-pad token: our 'last' pooling);
     task 'qa'  -> LlamaForQuestionAnswering, whose backbone attribute is `transformer`, not `model`:
@@ -110,8 +123,10 @@ def export(out_dir: Path, model_name: str, task: str, head: nn.Linear, tokenizer
     """
     from transformers import AutoModel, LlamaForQuestionAnswering, LlamaForSequenceClassification
     path = resolve_model(model_name)
-    backbone = AutoModel.from_pretrained(path)  # checkpoint dtype, not our compute dtype
-    config = backbone.config
+    base = AutoModel.from_pretrained(path)  # checkpoint dtype, not our compute dtype
+    if backbone is not None:
+        lora.merge_into(base, backbone)
+    config = base.config
     config.pad_token_id = tokenizer.pad_token_id
     if task == "cls":
         config.num_labels = head.out_features
@@ -123,7 +138,7 @@ def export(out_dir: Path, model_name: str, task: str, head: nn.Linear, tokenizer
         cls = LlamaForQuestionAnswering
     with torch.device("meta"):
         full = cls(config)
-    full.base_model.load_state_dict(backbone.state_dict(), assign=True)
+    full.base_model.load_state_dict(base.state_dict(), assign=True)
     setattr(full, "score" if task == "cls" else "qa_outputs", head.to("cpu", config.dtype or torch.float32))
     full.eval()
     out_dir = Path(out_dir)

@@ -92,7 +92,8 @@ def param_lines(run: dict) -> list[str]:
                "shape as `LlamaForSequenceClassification.score`.")
     share = 100 * p["trainable"] / p["total"]
     return lines + ["", f"{why} Hidden size {hidden:,} is derived from the head count. Trainable: "
-                        f"{p['trainable']:,} of {p['total']:,} parameters ({share:.4f}%), the backbone is frozen."]
+                        f"{p['trainable']:,} of {p['total']:,} parameters ({share:.4f}%); "
+                        + ("the backbone is frozen." if p["trainable"] == p["head"] else "the rest is frozen.")]
 
 
 def timing_lines(run: dict) -> list[str]:

@@ -2,9 +2,10 @@
 
     python train_cls.py --epochs 3                                   # Llama-3.2-1B on GLUE SST-2
     python train_cls.py --model smollm2-135m --data-dir data/samples/sst2   # offline demo
+    python train_cls.py --lora-rank 8                                # LoRA adapters train with the head
 
-The backbone runs once per sentence: pooled features are cached on disk and every epoch trains
-the head on them.
+The frozen backbone runs once per sentence: pooled features are cached on disk and every epoch trains
+the head on them. With --lora-rank or --unfreeze-last the backbone trains too, so every step runs it.
 """
 import argparse
 import json
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 import engine
+import lora
 import model
 from data.fetch import DataUnavailable, cache_dir, fetch_file
 from data.labelled import DataError, encode_labels, label_names, read_labelled
@@ -38,7 +40,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--label-column", default="label")
     p.add_argument("--max-length", type=int, default=256, help="longer sentences are truncated (and counted)")
     p.add_argument("--pooling", choices=["last", "mean"], default="last")
-    return p.parse_args(argv)
+    return engine.parse(p, argv)
 
 
 def load_data(args):
@@ -62,16 +64,20 @@ def tokenize(tokenizer, texts: list[str], max_length: int) -> tuple[list[list[in
     return [s[:max_length] for s in ids], truncated
 
 
-def features(lm, tokenizer, seqs: list[list[int]], args, name: str) -> torch.Tensor:
-    path = cache_dir() / "features" / (engine.cache_key(
-        model=model.resolve_model(args.model), weights=engine.model_fingerprint(model.resolve_model(args.model)),
-        dtype=str(lm.dtype), pooling=args.pooling, data=engine.data_fingerprint(seqs)) + ".safetensors")
-
+def features(lm, tokenizer, seqs: list[list[int]], args, name: str, cache: bool = True) -> torch.Tensor:
+    """Pooled last hidden states of the backbone as it is, kept on disk unless cache is off (a training backbone)."""
     def compute(idx):
         passes = engine.backbone_passes(lm.model, [seqs[i] for i in idx], tokenizer.pad_token_id,
                                         args.max_tokens, desc=f"features {name}")
         for batch, hidden, mask in passes:
             yield [idx[i] for i in batch], model.pool(hidden, mask, args.pooling).float().cpu().unbind(0)
+
+    if not cache:
+        found = {i: f for batch, feats in compute(range(len(seqs))) for i, f in zip(batch, feats)}
+        return torch.stack([found[i] for i in range(len(seqs))])
+    path = cache_dir() / "features" / (engine.cache_key(
+        model=model.resolve_model(args.model), weights=engine.model_fingerprint(model.resolve_model(args.model)),
+        dtype=str(lm.dtype), pooling=args.pooling, data=engine.data_fingerprint(seqs)) + ".safetensors")
     return torch.stack(engine.cached_features(path, seqs, compute))
 
 
@@ -117,9 +123,9 @@ def scores(logits: torch.Tensor, labels: torch.Tensor, names: list[str]) -> dict
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.count_params_only:
-        backbone, hidden = model.backbone_params(args.model)
-        report = model.param_report(backbone, model.cls_head(hidden, 2))
-        print(json.dumps(report, indent=1))
+        backbone = model.meta_backbone(args.model)
+        lora.prepare(backbone, args)
+        print(json.dumps(model.param_report(backbone, model.cls_head(backbone.config.hidden_size, 2)), indent=1))
         return 0
     engine.seed_everything(args.seed)
     train_all, test = load_data(args)
@@ -144,39 +150,60 @@ def main(argv=None) -> int:
     seqs_test, cut_test = tokenize(tokenizer, test.texts, args.max_length)
     if cut_all or cut_test:
         print(f"truncated to {args.max_length} tokens: {cut_all} training and {cut_test} test sentences")
+    cache = not lora.trains_backbone(args)
+    if not cache:
+        print("feature cache off: the backbone trains, so every step and evaluation runs it")
     t0 = time.perf_counter()
-    x_all = features(lm, tokenizer, seqs_all, args, "train").to(device)
-    x_test = features(lm, tokenizer, seqs_test, args, "test").to(device)
+    x_all = features(lm, tokenizer, seqs_all, args, "train").to(device) if cache else None
+    x_test = features(lm, tokenizer, seqs_test, args, "test", cache).to(device)  # the base model's, for "before"
     feature_s = time.perf_counter() - t0
-    x_train, y_train, x_val, y_val = x_all[train_idx], y_all[train_idx].to(device), x_all[val_idx], y_all[val_idx].to(device)
-    y_test = y_test.to(device)
+    y_all, y_test = y_all.to(device), y_test.to(device)
 
     torch.manual_seed(args.seed)
     head = model.cls_head(lm.config.hidden_size, len(names)).to(device)
     results = {"before": scores(head(x_test).detach(), y_test, names)}
     if args.zero_shot:
         results["zero_shot"] = scores(zero_shot(lm, tokenizer, test.texts, names, args).to(device), y_test, names)
+    trained = lora.prepare(lm.model, args)
+    print(f"training {trained}")
+
+    def embed(rows: list[int]) -> torch.Tensor:
+        """Pooled features of training rows: cached, or a pass through the training backbone."""
+        if cache:
+            return x_all[rows]
+        ids, mask = engine.pad_batch([seqs_all[i] for i in rows], tokenizer.pad_token_id, device)
+        return model.pool(lm.model(input_ids=ids, attention_mask=mask).last_hidden_state, mask, args.pooling).float()
 
     def epoch_batches(epoch: int):
-        order = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(args.seed + epoch))
-        return order.to(device).split(args.batch_size)
+        if cache:
+            order = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(args.seed + epoch))
+            return torch.tensor(train_idx, device=device)[order.to(device)].split(args.batch_size)
+        # backbone passes: length-sorted batches pad little
+        lengths = [len(seqs_all[i]) for i in train_idx]
+        batches = engine.length_batches(lengths, max_tokens=10**9, max_batch=args.batch_size, max_padding=1.0)
+        return engine.shuffled([[train_idx[i] for i in b] for b in batches], args.seed + epoch)
 
     def evaluate():
+        x_val = x_all[val_idx] if cache else \
+            features(lm, tokenizer, [seqs_all[i] for i in val_idx], args, "validation", cache=False).to(device)
         with torch.no_grad():
-            row = scores(head(x_val), y_val, names)
+            row = scores(head(x_val), y_all[val_idx], names)
         return {"val_loss": row.pop("loss"), **row}
 
     t0 = time.perf_counter()
-    rows = engine.fit(head, epoch_batches, lambda b: F.cross_entropy(head(x_train[b]).float(), y_train[b]),
-                      evaluate, args, run_dir, device)
+    rows = engine.fit(head, epoch_batches, lambda b: F.cross_entropy(head(embed(b)).float(), y_all[b]),
+                      evaluate, args, run_dir, device, backbone=lm.model)
+    if not cache:
+        x_test = features(lm, tokenizer, seqs_test, args, "test", cache=False).to(device)
     with torch.no_grad():
         test_logits = head(x_test)
     results["after"] = scores(test_logits, y_test, names)
-    params = model.param_report(model.n_params(lm.model), head)
+    params = model.param_report(lm.model, head)
     keys = ["accuracy", "precision", "recall", "f1", "loss"]
     print("\ntest set (%d sentences)\n%s" % (len(y_test), engine.table(results, keys)))
     print("\nparameters: " + ", ".join(f"{k} {v:,}" for k, v in params.items()))
-    info = {"task": "sst2", "base_model": args.model, "command": shlex.join(["python"] + sys.argv),
+    info = {"task": "sst2", "base_model": args.model, "trained": trained,
+            "command": shlex.join(["python"] + sys.argv),
             "resolved_model": model.resolve_model(args.model), "labels": names, "metrics": results,
             "confusion": confusion(test_logits.argmax(-1), y_test, len(names)), "params": params, "epochs": rows,
             "split": {"train": len(train_idx), "validation": len(val_idx), "test": len(y_test),
@@ -184,13 +211,16 @@ def main(argv=None) -> int:
             "timing": {"features_s": feature_s, "train_s": time.perf_counter() - t0,
                        "tokens": sum(map(len, seqs_all)) + sum(map(len, seqs_test))}}
     engine.save_atomic({"weight": head.weight.detach().cpu().contiguous()}, run_dir / "head.safetensors")
-    export = model.export(Path(args.export), args.model, "cls", head, tokenizer, names) if args.export else None
+    if not cache:
+        engine.save_atomic(lora.trained_state(lm.model, head), run_dir / "adapters.safetensors")
+    export = model.export(Path(args.export), args.model, "cls", head, tokenizer, names, lm.model) \
+        if args.export else None
     return engine.publish(run_dir, info, args, export)
 
 
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except (DataError, DataUnavailable) as e:
+    except (DataError, DataUnavailable, lora.TuningError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -1,4 +1,4 @@
-"""Train a SQuAD v2 span head on a frozen Llama; evaluate before, zero-shot and after.
+"""Train a SQuAD v2 span head on a frozen Llama (or with LoRA: --lora-rank); evaluate before, zero-shot and after.
 
     python train_qa.py --epochs 3                        # Llama-3.2-1B, SQuAD 2.0 train -> dev
     python train_qa.py --model smollm2-135m --train-file data/samples/squad_train.json \\
@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 import engine
+import lora
 import model
 from data.fetch import DataUnavailable, cache_dir, fetch_file, write_atomic
 from data.split import stratified_split
@@ -46,6 +47,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-length", type=int, default=384)
     p.add_argument("--doc-stride", type=int, default=128)
     p.add_argument("--max-question-tokens", type=int, default=64)
+    p.add_argument("--layout", choices=["plain", "echo"], default="plain",
+                   help="echo: the context twice, spans read from the second copy (each token has seen the answer)")
     p.add_argument("--n-best", type=int, default=20)
     p.add_argument("--max-answer-length", type=int, default=30)
     p.add_argument("--cache-features", choices=["auto", "always", "never"], default="auto",
@@ -53,7 +56,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cache-budget-gb", type=float, default=50.0)
     p.add_argument("--eval-run", metavar="RUN_DIR", help="evaluate a trained run's head on the test set, no training "
                    "('latest': the newest QA run under --runs-dir)")
-    return p.parse_args(argv)
+    return engine.parse(p, argv)
 
 
 def subsample(examples, n, seed):
@@ -77,18 +80,27 @@ def load_sets(args):
     return subsample(train, args.max_train_examples, args.seed), subsample(test, args.max_eval_examples, args.seed)
 
 
+def windows_for(examples, tokenizer, args):
+    return make_windows(examples, tokenizer, args.max_length, args.doc_stride, args.max_question_tokens,
+                        echo=args.layout == "echo")
+
+
 class WindowFeatures:
     """Backbone hidden states of each window's context tokens and null token (the only positions a span
-    or no-answer score is read from): cached on disk when they fit the budget, else recomputed per batch."""
+    or no-answer score is read from): cached on disk when they fit the budget and the backbone is frozen, else
+    recomputed per batch."""
 
     def __init__(self, lm, tokenizer, windows, args, name: str):
         self.lm, self.pad, self.windows = lm, tokenizer.pad_token_id, windows
         seqs = [w.input_ids for w in windows]
         rows = sum(len(w.input_ids) - w.context_start for w in windows)
         gb = rows * lm.config.hidden_size * lm.dtype.itemsize / 1e9
-        self.cached = args.cache_features == "always" or (args.cache_features == "auto" and gb <= args.cache_budget_gb)
-        print(f"{name}: {len(windows)} windows, {sum(map(len, seqs)):,} tokens; features {gb:.2f} GB "
-              f"-> {'cached on disk' if self.cached else 'recomputed every epoch (over --cache-budget-gb)'}")
+        trains = lora.trains_backbone(args)  # features change with every step: nothing to cache
+        self.cached = not trains and (args.cache_features == "always" or
+                                      (args.cache_features == "auto" and gb <= args.cache_budget_gb))
+        fate = "cached on disk" if self.cached else \
+            f"recomputed every epoch ({'the backbone trains' if trains else 'over --cache-budget-gb'})"
+        print(f"{name}: {len(windows)} windows, {sum(map(len, seqs)):,} tokens; features {gb:.2f} GB -> {fate}")
         if self.cached:
             path = cache_dir() / "features" / (engine.cache_key(
                 model=model.resolve_model(args.model), weights=engine.model_fingerprint(model.resolve_model(args.model)),
@@ -110,8 +122,8 @@ class WindowFeatures:
             return [self.store[i] for i in idx]
         device = next(self.lm.parameters()).device
         ids, mask = engine.pad_batch([self.windows[i].input_ids for i in idx], self.pad, device)
-        with torch.no_grad():  # not inference_mode: the head's autograd graph starts from these
-            hidden = self.lm.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        # grad mode is the caller's: the loss reaches a training backbone; a frozen one records nothing
+        hidden = self.lm.model(input_ids=ids, attention_mask=mask).last_hidden_state
         return [self._slice(hidden[r], i) for r, i in enumerate(idx)]
 
 
@@ -197,8 +209,9 @@ def zero_shot(lm, tokenizer, examples, args) -> dict[str, str]:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.count_params_only:
-        backbone, hidden = model.backbone_params(args.model)
-        print(json.dumps(model.param_report(backbone, model.qa_head(hidden)), indent=1))
+        backbone = model.meta_backbone(args.model)
+        lora.prepare(backbone, args)
+        print(json.dumps(model.param_report(backbone, model.qa_head(backbone.config.hidden_size)), indent=1))
         return 0
     if args.eval_run:
         return evaluate_run(args)
@@ -215,8 +228,7 @@ def main(argv=None) -> int:
     run_dir = Path(args.runs_dir) / (args.run_name or f"squad-{Path(args.model).name}-s{args.seed}")
     run_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    sources = {name: WindowFeatures(lm, tokenizer, make_windows(part, tokenizer, args.max_length, args.doc_stride,
-                                                                args.max_question_tokens), args, name)
+    sources = {name: WindowFeatures(lm, tokenizer, windows_for(part, tokenizer, args), args, name)
                for name, part in (("train", train), ("validation", val), ("test", test))}
     feature_s = time.perf_counter() - t0
 
@@ -236,11 +248,11 @@ def main(argv=None) -> int:
     if args.zero_shot:
         answers = zero_shot(lm, tokenizer, test, args)
         results["zero_shot"] = squad_scores(test, answers, {q: float(a == "") for q, a in answers.items()})
+    trained = lora.prepare(lm.model, args)
+    print(f"training {trained}")
 
     def epoch_batches(epoch: int):
-        order = batches(sources["train"].windows, args.batch_size)
-        perm = torch.randperm(len(order), generator=torch.Generator().manual_seed(args.seed + epoch))
-        return [order[i] for i in perm]
+        return engine.shuffled(batches(sources["train"].windows, args.batch_size), args.seed + epoch)
 
     def evaluate():
         span, diff, loss = predict(head, sources["validation"], val, args)
@@ -250,14 +262,15 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     rows = engine.fit(head, epoch_batches, lambda idx: span_loss(head, sources["train"], idx), evaluate,
-                      args, run_dir, device)
+                      args, run_dir, device, backbone=lm.model)
     threshold = val_threshold()
     results["after"], preds, na_prob = test_result(threshold)
-    params = model.param_report(model.n_params(lm.model), head)
+    params = model.param_report(lm.model, head)
     write_predictions(run_dir, test, preds, na_prob)
     print_results(results, len(test), threshold, run_dir)
     print("parameters: " + ", ".join(f"{k} {v:,}" for k, v in params.items()))
-    info = {"task": "squad_v2", "base_model": args.model, "resolved_model": model.resolve_model(args.model),
+    info = {"task": "squad_v2", "base_model": args.model, "trained": trained,
+            "resolved_model": model.resolve_model(args.model),
             "command": shlex.join(["python"] + sys.argv), "threshold": threshold,
             "metrics": {k: flat(v) for k, v in results.items()}, "scores": results, "params": params, "epochs": rows,
             "split": {"train": len(train), "validation": len(val), "test": len(test), "seed": args.seed,
@@ -266,7 +279,10 @@ def main(argv=None) -> int:
                        "tokens": sum(len(w.input_ids) for s in sources.values() for w in s.windows)}}
     engine.save_atomic({"weight": head.weight.detach().cpu().contiguous(),
                         "bias": head.bias.detach().cpu().contiguous()}, run_dir / "head.safetensors")
-    export = model.export(Path(args.export), args.model, "qa", head, tokenizer) if args.export else None
+    if lora.trains_backbone(args):
+        engine.save_atomic(lora.trained_state(lm.model, head), run_dir / "adapters.safetensors")
+    export = model.export(Path(args.export), args.model, "qa", head, tokenizer, backbone=lm.model) \
+        if args.export else None
     return engine.publish(run_dir, info, args, export)
 
 
@@ -293,20 +309,30 @@ def latest_qa_run(runs: Path) -> Path:
 
 
 def evaluate_run(args) -> int:
-    """`make eval-squad`: the trained head of a run on the test set (its own, or --eval-file), with its threshold."""
+    """`make eval-squad`: a trained run (head, and adapters or blocks if it trained them) on the test set (its own,
+    or --eval-file), with its threshold."""
     run_dir = latest_qa_run(Path(args.runs_dir)) if args.eval_run == "latest" else Path(args.eval_run)
-    config, info = (json.loads((run_dir / f).read_text()) for f in ("config.json", "metrics.json"))
-    for key in ("model", "max_length", "doc_stride", "max_question_tokens", "n_best", "max_answer_length", "dtype"):
+    needed = [run_dir / f for f in ("config.json", "metrics.json", "head.safetensors")]
+    if not all(f.is_file() for f in needed) or json.loads(needed[1].read_text()).get("task") != "squad_v2":
+        raise DataUnavailable(f"{run_dir} holds no trained QA run (config.json, metrics.json of task squad_v2 "
+                              "and head.safetensors); pass a run folder of train_qa.py, or 'latest'")
+    config, info = (json.loads(f.read_text()) for f in needed[:2])
+    for key in ("model", "max_length", "doc_stride", "max_question_tokens", "layout", "n_best", "max_answer_length",
+                "dtype"):
         setattr(args, key, config[key])
+    for key in ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "unfreeze_last"):  # absent: head only
+        setattr(args, key, config.get(key, getattr(args, key)))
     test = load_squad(args.eval_file or run_dir / "test_data.json")
     test = subsample(test, args.max_eval_examples, args.seed)
     device = model.pick_device(args.device)
     lm, tokenizer = model.load_backbone(args.model, device, model.pick_dtype(device, args.dtype))
     head = model.qa_head(lm.config.hidden_size)
     head.load_state_dict(load_file(run_dir / "head.safetensors"))
+    lora.prepare(lm.model, args)
+    if lora.trains_backbone(args):
+        lora.load_trained(lm.model, head, run_dir / "adapters.safetensors")
     head.to(device).eval()
-    source = WindowFeatures(lm, tokenizer, make_windows(test, tokenizer, args.max_length, args.doc_stride,
-                                                        args.max_question_tokens), args, "test")
+    source = WindowFeatures(lm, tokenizer, windows_for(test, tokenizer, args), args, "test")
     span, diff, _ = predict(head, source, test, args)
     preds, na_prob = predictions(span, diff, info["threshold"])
     result = squad_scores(test, preds, na_prob)
@@ -319,6 +345,6 @@ def evaluate_run(args) -> int:
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except (SquadFormatError, DataUnavailable, MetricsInputError) as e:
+    except (SquadFormatError, DataUnavailable, MetricsInputError, lora.TuningError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -203,12 +203,17 @@ def _answer_tokens(offsets: list[tuple[int, int]], start: int, text: str) -> tup
 
 
 def make_windows(examples: list[Example], tokenizer, max_length: int = 384, doc_stride: int = 128,
-                 max_question_tokens: int = 64) -> list[Window]:
+                 max_question_tokens: int = 64, echo: bool = False) -> list[Window]:
     """Windows of at most max_length tokens, in example order; long contexts get several windows,
     consecutive ones sharing doc_stride context tokens. Questions are cut to max_question_tokens
     (the count is printed). Offsets are the tokenizer's, so context[offsets[s][0]:offsets[e][1]]
     is the text of tokens s..e, give or take surrounding whitespace (byte-level BPE puts a word's
-    leading space in its token)."""
+    leading space in its token).
+
+    echo=True writes each window's context twice and labels the second copy: a causal model's token
+    only sees what precedes it, so in a single copy the token where an answer starts has not seen the
+    answer; in the second copy every token has read the whole window (and the question). Each copy
+    gets half the room, and consecutive windows overlap by at most half a window."""
     if not getattr(tokenizer, "is_fast", False):
         raise TypeError("make_windows needs a fast tokenizer for character offsets; "
                         "load it with AutoTokenizer.from_pretrained(..., use_fast=True)")
@@ -220,8 +225,11 @@ def make_windows(examples: list[Example], tokenizer, max_length: int = 384, doc_
 
     probe = tokenizer("a")["input_ids"]
     bos = probe[:1] if tokenizer.bos_token_id is not None and probe[0] == tokenizer.bos_token_id else []
-    head, middle = bos + encode("Question:"), encode("\nContext:\n")
+    head, middle, again = bos + encode("Question:"), encode("\nContext:\n"), encode("\nContext again:\n")
     room = max_length - len(head) - max_question_tokens - len(middle) - 1
+    if echo:
+        room = (room - len(again)) // 2
+        doc_stride = min(doc_stride, room // 2)
     if room <= doc_stride:
         raise ValueError(f"max_length={max_length} leaves {room} context tokens per window next to a "
                          f"question of max_question_tokens={max_question_tokens}, not more than "
@@ -238,17 +246,20 @@ def make_windows(examples: list[Example], tokenizer, max_length: int = 384, doc_
         prefix = head + question[:max_question_tokens] + middle
         ids, offsets = tokens[ex.context]
         size = max_length - len(prefix) - 1
+        if echo:
+            size = (size - len(again)) // 2
         first, last = (_answer_tokens(offsets, ex.answer_starts[0], ex.answers[0]) if ex.has_answer
                        else (-1, -1))
         lo = 0
         while True:
             hi = min(lo + size, len(ids))
-            input_ids = prefix + ids[lo:hi] + [tokenizer.eos_token_id]
+            start = prefix + (ids[lo:hi] + again if echo else [])  # labelled context copy begins here
+            input_ids = start + ids[lo:hi] + [tokenizer.eos_token_id]
             null = len(input_ids) - 1
             inside = ex.has_answer and lo <= first and last < hi
-            windows.append(Window(index, input_ids, len(prefix), offsets[lo:hi], null,
-                                  len(prefix) + first - lo if inside else null,
-                                  len(prefix) + last - lo if inside else null))
+            windows.append(Window(index, input_ids, len(start), offsets[lo:hi], null,
+                                  len(start) + first - lo if inside else null,
+                                  len(start) + last - lo if inside else null))
             if hi == len(ids):
                 break
             lo += size - doc_stride

@@ -88,11 +88,11 @@ def test_qa_head_matches_llama_for_question_answering():
 
 
 def test_llama_3_2_1b_parameter_counts():
-    backbone, hidden = model.backbone_params(LLAMA_1B)
-    assert (backbone, hidden) == (1_235_814_400, 2048)
-    assert model.param_report(backbone, model.cls_head(hidden, 2)) == \
+    assert model.backbone_params(LLAMA_1B) == (1_235_814_400, 2048)
+    backbone = model.meta_backbone(LLAMA_1B)
+    assert model.param_report(backbone, model.cls_head(2048, 2)) == \
         {"backbone": 1_235_814_400, "head": 4_096, "total": 1_235_818_496, "trainable": 4_096}
-    assert model.param_report(backbone, model.qa_head(hidden)) == \
+    assert model.param_report(backbone, model.qa_head(2048)) == \
         {"backbone": 1_235_814_400, "head": 4_098, "total": 1_235_818_498, "trainable": 4_098}
 
 

@@ -69,10 +69,11 @@ def covering_span(offsets, first, stop):
             max(k for k, (start, _) in enumerate(offsets) if start < stop))
 
 
+@pytest.mark.parametrize("echo", [False, True])
 @pytest.mark.parametrize("max_length,doc_stride,max_question_tokens", WINDOWINGS)
-def test_windows_layout_and_labels(bundled, smollm2_tokenizer, max_length, doc_stride, max_question_tokens):
+def test_windows_layout_and_labels(bundled, smollm2_tokenizer, max_length, doc_stride, max_question_tokens, echo):
     tok = smollm2_tokenizer
-    windows = make_windows(bundled, tok, max_length, doc_stride, max_question_tokens)
+    windows = make_windows(bundled, tok, max_length, doc_stride, max_question_tokens, echo=echo)
     assert [w.example_index for w in windows] == sorted(w.example_index for w in windows)
     for w in windows:
         ex = bundled[w.example_index]
@@ -81,6 +82,11 @@ def test_windows_layout_and_labels(bundled, smollm2_tokenizer, max_length, doc_s
         assert w.context_start + len(w.context_offsets) == w.null_index
         prefix = tok.decode(w.input_ids[:w.context_start])  # the question comes first, whole or cut
         question = f"Question: {ex.question.strip()}"
+        if echo:  # the labelled copy follows an identical first copy of the same window
+            n = len(w.context_offsets)
+            again = w.input_ids[w.context_start - n - len(tok("\nContext again:\n")["input_ids"]):]
+            assert again[:n] == w.input_ids[w.context_start:w.null_index]
+            prefix = prefix[:prefix.index("\nContext:\n") + len("\nContext:\n")]
         assert prefix.endswith("\nContext:\n") and question.startswith(prefix[:-len("\nContext:\n")])
         if w.start_position == w.null_index:
             assert w.end_position == w.null_index
@@ -94,10 +100,12 @@ def test_windows_layout_and_labels(bundled, smollm2_tokenizer, max_length, doc_s
             assert (w.start_position, w.end_position) == (w.context_start + s, w.context_start + e)
 
 
-@pytest.mark.parametrize("max_length,doc_stride,max_question_tokens", WINDOWINGS)
+# echo halves the room per copy: at 96 tokens some answers are longer than a window
+@pytest.mark.parametrize("max_length,doc_stride,max_question_tokens,echo",
+                         [(*w, False) for w in WINDOWINGS] + [(*WINDOWINGS[0], True)])
 def test_every_gold_answer_is_recoverable(bundled, smollm2_tokenizer, max_length, doc_stride,
-                                          max_question_tokens):
-    windows = make_windows(bundled, smollm2_tokenizer, max_length, doc_stride, max_question_tokens)
+                                          max_question_tokens, echo):
+    windows = make_windows(bundled, smollm2_tokenizer, max_length, doc_stride, max_question_tokens, echo=echo)
     by_example = [[] for _ in bundled]
     for w in windows:
         by_example[w.example_index].append(w)

@@ -1,0 +1,277 @@
+"""lora.py and the backbone-training modes: parameter counts, the identity at init, what a step changes,
+gradient accumulation, merged exports, resume, flags, and the real SmolLM2 in its compute dtype."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+import engine
+import hub
+import lora
+import model
+import train_cls
+import train_qa
+
+ROOT = Path(__file__).resolve().parents[1]
+LLAMA_1B = str(ROOT / "bench" / "llama-3.2-1b")
+SAMPLES = ROOT / "data" / "samples"
+SENTENCES = ["a gorgeous , witty , seductive movie .", "the plot is nothing but boilerplate", "dull",
+             "it 's a charming and often affecting journey .", "an utterly incompetent conclusion", "fine"]
+LABELS = torch.tensor([1, 0, 0, 1, 0, 1])
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny matmuls gain nothing from threads; on a busy machine OpenMP's waits cost them ~10x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def setup(folder, *flags, dtype=torch.float32):
+    """(args, lm, tokenizer, head) as train_cls builds them: seeded head, backbone prepared by the flags."""
+    args = train_cls.parse_args(["--model", str(folder), *flags])
+    lm, tok = model.load_backbone(str(folder), CPU, dtype)
+    torch.manual_seed(0)
+    head = model.cls_head(lm.config.hidden_size, 2)
+    lora.prepare(lm.model, args)
+    return args, lm, tok, head
+
+
+def logits(lm, tok, head, texts=SENTENCES) -> torch.Tensor:
+    seqs, _ = train_cls.tokenize(tok, texts, 256)
+    ids, mask = engine.pad_batch(seqs, tok.pad_token_id, CPU)
+    return head(model.pool(lm.model(input_ids=ids, attention_mask=mask).last_hidden_state, mask).float())
+
+
+def train(args, lm, tok, head, batches: list[list[int]], run_dir: Path) -> None:
+    """engine.fit for one epoch over these batches of SENTENCES, end to end through the backbone."""
+    def loss(b):
+        return F.cross_entropy(logits(lm, tok, head, [SENTENCES[i] for i in b]), LABELS[b])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    engine.fit(head, lambda epoch: batches, loss, lambda: {}, args, run_dir, CPU, backbone=lm.model)
+
+
+def params(lm, head) -> dict[str, torch.Tensor]:
+    """Every parameter, by the module path fit and adapters.safetensors use."""
+    parts = torch.nn.ModuleDict({"backbone": lm.model, "head": head})
+    return {n: p.detach().clone() for n, p in parts.named_parameters()}
+
+
+# --- parameter counts --------------------------------------------------------------------------------------
+
+def test_llama_3_2_1b_counts_per_mode_from_the_config(capsys):
+    r, layers, hidden, kv = 8, 16, 2048, 512
+    per_layer = r * ((hidden + hidden) + (hidden + kv) + (hidden + kv) + (hidden + hidden))  # q, k, v, o
+    adapters = layers * per_layer
+    assert adapters == 1_703_936
+    assert train_cls.main(["--model", LLAMA_1B, "--count-params-only", "--lora-rank", "8"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"backbone": 1_235_814_400, "adapters": adapters, "head": 4_096,
+                                                   "total": 1_235_814_400 + adapters + 4_096,
+                                                   "trainable": adapters + 4_096}
+
+    block = 2 * hidden * hidden + 2 * hidden * kv + 3 * hidden * 8192 + 2 * hidden  # attention, MLP, two norms
+    assert train_qa.main(["--model", LLAMA_1B, "--count-params-only", "--unfreeze-last", "2"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report == {"backbone": 1_235_814_400, "head": 4_098, "total": 1_235_818_498,
+                      "trainable": 2 * block + hidden + 4_098}  # + the final norm
+
+
+def test_adapters_add_rank_times_in_plus_out_per_target(tiny_llama_folder):
+    targets = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+    _, lm, _, head = setup(tiny_llama_folder, "--lora-rank", "3", "--lora-targets", targets)
+    shapes = {"q_proj": (32, 32), "k_proj": (32, 16), "v_proj": (32, 16), "o_proj": (32, 32),
+              "gate_proj": (32, 64), "up_proj": (32, 64), "down_proj": (64, 32)}  # (in, out) of the tiny Llama
+    want = 2 * sum(3 * (i + o) for i, o in shapes.values())
+    report = model.param_report(lm.model, head)
+    assert report["adapters"] == want and report["trainable"] == want + 64
+    assert report["backbone"] == model.backbone_params(str(tiny_llama_folder))[0]
+    assert all(p.dtype == torch.float32 for n, p in lm.model.named_parameters() if lora.is_adapter(n))
+
+
+# --- the identity at init, and what a step changes ---------------------------------------------------------
+
+def test_adapted_model_starts_as_the_base(tiny_llama_folder):
+    _, base, tok, head = setup(tiny_llama_folder)
+    _, adapted, _, _ = setup(tiny_llama_folder, "--lora-rank", "4", "--lora-dropout", "0.1")
+    adapted.eval()
+    with torch.no_grad():
+        assert torch.equal(logits(adapted, tok, head), logits(base, tok, head))
+
+
+@pytest.mark.parametrize("flags, trains", [
+    (["--lora-rank", "4"], lambda n: lora.is_adapter(n) or n.startswith("head.")),
+    (["--unfreeze-last", "1"], lambda n: n.startswith(("backbone.layers.1.", "backbone.norm.", "head."))),
+], ids=["lora", "unfreeze-last-1"])
+def test_a_step_changes_only_what_trains(tmp_path, tiny_llama_folder, flags, trains):
+    args, lm, tok, head = setup(tiny_llama_folder, *flags, "--epochs", "1", "--ema", "0")
+    before = params(lm, head)
+    train(args, lm, tok, head, [[0, 1, 2], [3, 4, 5], [0, 3]], tmp_path)  # 3 steps: A moves once B is non-zero
+    changed = {n for n, p in params(lm, head).items() if not torch.equal(p, before[n])}
+    assert changed == {n for n in before if trains(n)}
+
+
+def test_grad_accum_gives_the_update_of_the_whole_batch(tmp_path, tiny_llama_folder):
+    """Two optimizer steps over micro-batches of unequal size: their losses are weighted by size."""
+    def run(batches, *flags):
+        args, lm, tok, head = setup(tiny_llama_folder, "--lora-rank", "4", "--epochs", "1", *flags)
+        train(args, lm, tok, head, batches, tmp_path / str(batches))
+        return params(lm, head)
+
+    whole = run([[0, 1, 2, 3, 4], [5, 1, 3]])
+    accumulated = run([[0, 1, 2], [3, 4], [5], [1, 3]], "--grad-accum", "2")
+    for n, p in whole.items():
+        torch.testing.assert_close(accumulated[n], p, atol=1e-6, rtol=0, msg=n)
+    other = run([[0, 1, 2], [3, 4, 5, 1, 3]])  # other steps: the check has teeth
+    assert max((other[n] - p).abs().max() for n, p in whole.items()) > 1e-4
+
+
+# --- end to end: artifacts, merged exports, resume ---------------------------------------------------------
+
+@pytest.fixture
+def sst2(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLAMA_HEADS_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "sst2"
+    folder.mkdir()
+    for name, rows in (("train.tsv", 80), ("dev.tsv", 40)):
+        (folder / name).write_text("\n".join((SAMPLES / "sst2" / name).read_text().split("\n")[:rows + 1]) + "\n")
+    return folder
+
+
+def adapted(folder, run: Path, flags):
+    """Our model rebuilt from a run folder: the base, prepared by the flags, with adapters.safetensors loaded."""
+    args, lm, tok, head = setup(folder, *flags)
+    lora.load_trained(lm.model, head, run / "adapters.safetensors")
+    return args, lm.eval(), tok, head
+
+
+@pytest.mark.parametrize("flags", [["--lora-rank", "4"], ["--unfreeze-last", "1", "--backbone-lr", "1e-3"]],
+                         ids=["lora", "unfreeze-last-1"])
+def test_cls_cli_adapters_and_merged_export(tmp_path, sst2, tiny_llama_folder, capsys, flags):
+    from transformers import AutoModelForSequenceClassification
+    run, export = tmp_path / "runs" / "run", tmp_path / "export"
+    assert train_cls.main(["--model", str(tiny_llama_folder), "--data-dir", str(sst2), "--dtype", "fp32", "--epochs",
+                           "1", "--runs-dir", str(tmp_path / "runs"), "--run-name", "run", *flags,
+                           "--export", str(export), "--merge"]) == 0
+    assert "feature cache off" in capsys.readouterr().out and not (tmp_path / "cache" / "features").exists()
+    trained = load_file(run / "adapters.safetensors")
+    assert "head.weight" in trained and "adapters.safetensors" in hub.HEAD_FILES
+    if flags[0] == "--lora-rank":
+        assert "backbone.layers.0.self_attn.q_proj.lora_a.weight" in trained
+        assert any(t.abs().max() > 0 for n, t in trained.items() if ".lora_b." in n)  # trained: B moved off zero
+    info = json.loads((run / "metrics.json").read_text())
+    assert info["params"]["trainable"] == sum(t.numel() for t in trained.values())
+
+    _, lm, tok, head = adapted(tiny_llama_folder, run, flags)
+    merged = AutoModelForSequenceClassification.from_pretrained(export, dtype=torch.float32).eval()
+    seqs, _ = train_cls.tokenize(tok, SENTENCES, 256)
+    ids, mask = engine.pad_batch(seqs, tok.pad_token_id, CPU)
+    with torch.no_grad():
+        ours, theirs = logits(lm, tok, head), merged(input_ids=ids, attention_mask=mask).logits
+        base = AutoModelForSequenceClassification.from_pretrained(tiny_llama_folder, dtype=torch.float32)
+        base.score = merged.score
+        unmerged = base.eval()(input_ids=ids, attention_mask=mask).logits
+    torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=0)
+    assert (unmerged - ours).abs().max() > 1e-4  # the exported backbone is the trained one, not the base
+
+
+def test_qa_cli_merged_export_gives_our_logits(tmp_path, monkeypatch, tiny_llama_folder):
+    from transformers import AutoModelForQuestionAnswering
+    monkeypatch.setenv("LLAMA_HEADS_CACHE", str(tmp_path / "cache"))
+    run, export, flags = tmp_path / "runs" / "qa", tmp_path / "export", ["--lora-rank", "4"]
+    assert train_qa.main(["--model", str(tiny_llama_folder), "--train-file", str(SAMPLES / "squad_train.json"),
+                          "--eval-file", str(SAMPLES / "squad_test.json"), "--max-train-examples", "30",
+                          "--max-eval-examples", "10", "--epochs", "1", "--dtype", "fp32", "--runs-dir",
+                          str(tmp_path / "runs"), "--run-name", "qa", *flags, "--export", str(export), "--merge"]) == 0
+    lm, tok = model.load_backbone(str(tiny_llama_folder), CPU, torch.float32)
+    head = model.qa_head(lm.config.hidden_size)
+    lora.prepare(lm.model, train_qa.parse_args(flags))
+    lora.load_trained(lm.model, head, run / "adapters.safetensors")
+    seqs, _ = train_cls.tokenize(tok, SENTENCES, 256)
+    ids, mask = engine.pad_batch(seqs, tok.pad_token_id, CPU)
+    merged = AutoModelForQuestionAnswering.from_pretrained(export, dtype=torch.float32).eval()
+    with torch.no_grad():
+        ours = head(lm.model.eval()(input_ids=ids, attention_mask=mask).last_hidden_state)
+        out = merged(input_ids=ids, attention_mask=mask)
+    real = mask.bool()
+    torch.testing.assert_close(out.start_logits[real], ours[..., 0][real], atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.end_logits[real], ours[..., 1][real], atol=1e-5, rtol=0)
+
+    assert train_qa.main(["--eval-run", str(run)]) == 0  # re-scored with its adapters: the same test numbers
+    rescored = json.loads((run / "eval_metrics.json").read_text())
+    assert rescored == json.loads((run / "metrics.json").read_text())["scores"]["after"]
+
+
+def test_lora_crash_then_resume_matches_an_uninterrupted_run(tmp_path, sst2, tiny_llama_folder, monkeypatch):
+    def run(name, *flags):
+        return train_cls.main(["--model", str(tiny_llama_folder), "--data-dir", str(sst2), "--dtype", "fp32",
+                               "--epochs", "2", "--lora-rank", "4", "--runs-dir", str(tmp_path), "--run-name", name,
+                               *flags])
+    run("straight")
+    print_row = engine.print_row
+
+    def crash_in_epoch_2(row, header):
+        if row["epoch"] == 2:
+            raise RuntimeError("simulated crash")
+        print_row(row, header)
+    monkeypatch.setattr(engine, "print_row", crash_in_epoch_2)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run("crashed")
+    monkeypatch.setattr(engine, "print_row", print_row)
+    assert run("crashed", "--resume") == 0
+    straight, resumed = (load_file(tmp_path / n / "adapters.safetensors") for n in ("straight", "crashed"))
+    assert straight.keys() == resumed.keys() and all(torch.equal(resumed[k], v) for k, v in straight.items())
+    with pytest.raises(lora.TuningError, match="other parameters"):
+        train_cls.main(["--model", str(tiny_llama_folder), "--data-dir", str(sst2), "--dtype", "fp32", "--epochs",
+                        "3", "--lora-rank", "2", "--runs-dir", str(tmp_path), "--run-name", "crashed", "--resume"])
+
+
+# --- flags -------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("flags, words", [
+    (["--lora-rank", "8", "--unfreeze-last", "2"], "not allowed with argument"),
+    (["--lora-rank", "8", "--export", "out"], "needs --merge"),
+    (["--grad-accum", "0"], "--grad-accum must be at least 1"),
+], ids=["lora-and-unfreeze", "export-without-merge", "grad-accum-0"])
+def test_contradicting_flags_are_refused(capsys, flags, words):
+    with pytest.raises(SystemExit) as e:
+        train_cls.parse_args(flags)
+    assert e.value.code == 2 and words in capsys.readouterr().err
+
+
+def test_defaults_depend_on_the_mode():
+    lora_args, unfrozen = train_qa.parse_args(["--lora-rank", "8"]), train_qa.parse_args(["--unfreeze-last", "2"])
+    assert (lora_args.lora_alpha, lora_args.backbone_lr, unfrozen.backbone_lr) == (16.0, 1e-3, 1e-5)
+
+
+@pytest.mark.parametrize("flags, words", [(["--lora-rank", "2", "--lora-targets", "q_proj,qkv"], "named qkv"),
+                                          (["--unfreeze-last", "3"], "2 decoder blocks")])
+def test_flags_that_do_not_fit_the_model(tiny_llama_folder, flags, words):
+    with pytest.raises(lora.TuningError, match=words):
+        setup(tiny_llama_folder, *flags)
+
+
+# --- the real model, in its compute dtype ------------------------------------------------------------------
+
+@pytest.mark.parametrize("flags", [["--lora-rank", "8", "--grad-checkpoint"], ["--unfreeze-last", "1"]],
+                         ids=["lora-checkpointed", "unfreeze-last-1"])
+def test_smollm2_trains_in_its_compute_dtype(tmp_path, flags):
+    """bf16 where the CPU runs it (fp32 elsewhere): frozen weights in the compute dtype, trained ones in fp32."""
+    dtype = model.pick_dtype(CPU)
+    args, lm, tok, head = setup("smollm2-135m", *flags, "--epochs", "1", dtype=dtype)
+    with torch.no_grad():
+        start = logits(lm.eval(), tok, head)
+    trained = {n: p for n, p in lm.model.named_parameters() if p.requires_grad}
+    assert trained and all(p.dtype == torch.float32 for p in trained.values())
+    assert lm.model.embed_tokens.weight.dtype == dtype
+    before = {n: p.detach().clone() for n, p in trained.items()}
+    train(args, lm, tok, head, [[0, 1, 2], [3, 4, 5]], tmp_path)
+    assert all(not torch.equal(p, before[n]) for n, p in trained.items() if ".lora_a." not in n)
+    with torch.no_grad():
+        after = logits(lm.eval(), tok, head)
+    assert torch.isfinite(after).all() and not torch.equal(after, start)
