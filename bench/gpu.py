@@ -22,7 +22,6 @@ import argparse
 import collections
 import gc
 import json
-import math
 import os
 import random
 import shutil

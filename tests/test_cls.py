@@ -1,8 +1,5 @@
 """train_cls.py end to end: artifacts, feature cache, determinism, resume, bad input, push, and the real SmolLM2."""
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +8,7 @@ from safetensors.torch import load_file
 import engine
 import hub
 import model
+from helpers import assert_one_line_error, crash_in_epoch, run_script
 import train_cls
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,18 +102,10 @@ def test_resume_with_more_epochs(tiny, capsys):
     assert [r["epoch"] for r in rows] == [1, 2, 3] and rows[0] == first[0]
 
 
-def test_crash_then_resume_matches_an_uninterrupted_run(tiny, monkeypatch):
+def test_crash_then_resume_matches_an_uninterrupted_run(tiny):
     _, straight = tiny("--epochs", "3", name="straight")
-    print_row = engine.print_row
-
-    def crash_in_epoch_2(row, header):
-        if row["epoch"] == 2:
-            raise RuntimeError("simulated crash")
-        print_row(row, header)
-    monkeypatch.setattr(engine, "print_row", crash_in_epoch_2)
-    with pytest.raises(RuntimeError, match="simulated crash"):
+    with crash_in_epoch(2):
         tiny("--epochs", "3", name="crashed")
-    monkeypatch.setattr(engine, "print_row", print_row)
     rc, resumed = tiny("--epochs", "3", "--resume", name="crashed")
     assert rc == 0
     assert log(resumed) == log(straight)
@@ -180,15 +170,7 @@ def test_failed_push_keeps_artifacts_and_says_how_to_retry(tiny, hub_stub, capsy
 # --- bad input: exit 2, one line on stderr -----------------------------------------------------------------
 
 def cli(*flags, env=None):
-    return subprocess.run([sys.executable, "train_cls.py", *flags], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
-
-
-def assert_one_line_error(out, *words):
-    assert out.returncode == 2, out.stderr
-    assert out.stderr.startswith("error: ") and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
-    for w in words:
-        assert w in out.stderr, out.stderr
+    return run_script("train_cls.py", *flags, env=env)
 
 
 def bad_data(tmp_path, train, dev, header="sentence\tlabel\n"):

@@ -13,6 +13,7 @@ import hub
 import lora
 import model
 import train_cls
+from helpers import crash_in_epoch
 import train_qa
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -207,22 +208,14 @@ def test_qa_cli_merged_export_gives_our_logits(tmp_path, monkeypatch, tiny_llama
     assert rescored == json.loads((run / "metrics.json").read_text())["scores"]["after"]
 
 
-def test_lora_crash_then_resume_matches_an_uninterrupted_run(tmp_path, sst2, tiny_llama_folder, monkeypatch):
+def test_lora_crash_then_resume_matches_an_uninterrupted_run(tmp_path, sst2, tiny_llama_folder):
     def run(name, *flags):
         return train_cls.main(["--model", str(tiny_llama_folder), "--data-dir", str(sst2), "--dtype", "fp32",
                                "--epochs", "2", "--lora-rank", "4", "--runs-dir", str(tmp_path), "--run-name", name,
                                *flags])
     run("straight")
-    print_row = engine.print_row
-
-    def crash_in_epoch_2(row, header):
-        if row["epoch"] == 2:
-            raise RuntimeError("simulated crash")
-        print_row(row, header)
-    monkeypatch.setattr(engine, "print_row", crash_in_epoch_2)
-    with pytest.raises(RuntimeError, match="simulated crash"):
+    with crash_in_epoch(2):
         run("crashed")
-    monkeypatch.setattr(engine, "print_row", print_row)
     assert run("crashed", "--resume") == 0
     straight, resumed = (load_file(tmp_path / n / "adapters.safetensors") for n in ("straight", "crashed"))
     assert straight.keys() == resumed.keys() and all(torch.equal(resumed[k], v) for k, v in straight.items())

@@ -2,7 +2,6 @@
 --eval-run, feature cache, resume), the real SmolLM2 on a short-context cut, bad input, parameter count."""
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ from safetensors.torch import load_file
 import engine
 import model
 import train_qa
+from helpers import assert_one_line_error, run_script
 from data.fetch import DataUnavailable
 from data.squad import load_squad, make_windows, predictions
 from metrics.squad import gold_answers, load_dataset
@@ -288,15 +288,7 @@ def test_smollm2_learns_the_null_decision(tmp_path):
 # --- bad input: exit 2, one line on stderr -----------------------------------------------------------------
 
 def cli(*flags, env=None):
-    return subprocess.run([sys.executable, "train_qa.py", *flags], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
-
-
-def assert_one_line_error(out, *words):
-    assert out.returncode == 2, out.stderr
-    assert out.stderr.startswith("error: ") and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
-    for w in words:
-        assert w in out.stderr, out.stderr
+    return run_script("train_qa.py", *flags, env=env)
 
 
 def squad(*qas, context="Some text."):
