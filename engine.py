@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 import lora
-from data.fetch import write_atomic
+from data.fetch import cache_dir, write_atomic
 
 
 def common_args(p: argparse.ArgumentParser, lr: float, batch_size: int) -> None:
@@ -140,6 +140,15 @@ def backbone_passes(backbone, seqs: list[list[int]], pad_id: int, max_tokens: in
 def cache_key(**parts) -> str:
     """Hash of everything that determines the features: model, its weights' identity, data, length, pooling."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def feature_cache_path(args, lm, seqs: list[list[int]], **more) -> Path:
+    """Where the features of these token sequences live: keyed by model, its weights, dtype and data (+ more)."""
+    from model import resolve_model
+    path = resolve_model(args.model)
+    key = cache_key(model=path, weights=model_fingerprint(path), dtype=str(lm.dtype), data=data_fingerprint(seqs),
+                    **more)
+    return cache_dir() / "features" / f"{key}.safetensors"
 
 
 def model_fingerprint(path: str) -> str:

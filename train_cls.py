@@ -20,7 +20,7 @@ import torch.nn.functional as F
 import engine
 import lora
 import model
-from data.fetch import DataUnavailable, cache_dir, fetch_file
+from data.fetch import DataUnavailable, fetch_file
 from data.labelled import DataError, encode_labels, label_names, read_labelled
 from data.split import stratified_split
 from metrics.classification import classification_metrics
@@ -74,9 +74,7 @@ def features(lm, tokenizer, seqs: list[list[int]], args, name: str, cache: bool 
     if not cache:
         found = {i: f for batch, feats in compute(range(len(seqs))) for i, f in zip(batch, feats)}
         return torch.stack([found[i] for i in range(len(seqs))])
-    path = cache_dir() / "features" / (engine.cache_key(
-        model=model.resolve_model(args.model), weights=engine.model_fingerprint(model.resolve_model(args.model)),
-        dtype=str(lm.dtype), pooling=args.pooling, data=engine.data_fingerprint(seqs)) + ".safetensors")
+    path = engine.feature_cache_path(args, lm, seqs, pooling=args.pooling)
     return torch.stack(engine.cached_features(path, seqs, compute))
 
 

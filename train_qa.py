@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 import engine
 import lora
 import model
-from data.fetch import DataUnavailable, cache_dir, fetch_file, write_atomic
+from data.fetch import DataUnavailable, fetch_file, write_atomic
 from data.split import stratified_split
 from data.squad import (SquadFormatError, load_squad, make_windows, postprocess, predictions,
                         choose_threshold, split_articles, to_squad_json)
@@ -98,19 +98,19 @@ class WindowFeatures:
         trains = lora.trains_backbone(args)  # features change with every step: nothing to cache
         self.cached = not trains and (args.cache_features == "always" or
                                       (args.cache_features == "auto" and gb <= args.cache_budget_gb))
-        fate = "cached on disk" if self.cached else \
-            f"recomputed every epoch ({'the backbone trains' if trains else 'over --cache-budget-gb'})"
+        why = "the backbone trains" if trains else \
+            "--cache-features never" if args.cache_features == "never" else "over --cache-budget-gb"
+        fate = "cached on disk" if self.cached else f"recomputed every epoch ({why})"
         print(f"{name}: {len(windows)} windows, {sum(map(len, seqs)):,} tokens; features {gb:.2f} GB -> {fate}")
         if self.cached:
-            path = cache_dir() / "features" / (engine.cache_key(
-                model=model.resolve_model(args.model), weights=engine.model_fingerprint(model.resolve_model(args.model)),
-                dtype=str(lm.dtype), data=engine.data_fingerprint(seqs),
-                starts=engine.data_fingerprint([[w.context_start for w in windows]])) + ".safetensors")
+            path = engine.feature_cache_path(args, lm, seqs,
+                                             starts=engine.data_fingerprint([[w.context_start for w in windows]]))
 
             def compute(idx):
                 for batch, hidden, _ in engine.backbone_passes(lm.model, [seqs[i] for i in idx], self.pad,
                                                                args.max_tokens, desc=f"features {name}"):
-                    yield [idx[i] for i in batch], [self._slice(hidden[r], idx[i]).cpu().clone() for r, i in enumerate(batch)]
+                    yield [idx[i] for i in batch], [self._slice(hidden[r], idx[i]).cpu().clone()
+                                                    for r, i in enumerate(batch)]
             self.store = engine.cached_features(path, seqs, compute)
 
     def _slice(self, hidden: torch.Tensor, i: int) -> torch.Tensor:
