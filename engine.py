@@ -1,17 +1,21 @@
 """What both scripts share: length-sorted backbone passes, the on-disk feature cache, and the head loop."""
 import argparse
+import atexit
 import hashlib
 import json
 import math
 import os
 import random
 import shutil
+import sys
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
@@ -35,7 +39,10 @@ def common_args(p: argparse.ArgumentParser, lr: float, batch_size: int) -> None:
     p.add_argument("--ema", type=float, default=0.97, help="weight averaging decay for the head (0: off)")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", choices=["auto", "bf16", "fp16", "fp32"], default="auto", help="backbone compute dtype")
-    p.add_argument("--max-tokens", type=int, default=8192, help="tokens per backbone batch (padded)")
+    p.add_argument("--max-tokens", type=int, help="tokens per backbone batch, padding included (default: 32768 on "
+                   "CUDA, where bigger batches keep the GPU busy; 8192 elsewhere)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the frozen feature pass: ~50 s to compile, "
+                   "then ~1.3x faster (H200, bench/RESULTS.md); pays for SQuAD-size data, not for SST-2")
     p.add_argument("--zero-shot", action="store_true", help="also score the LM's own prompted answers")
     p.add_argument("--count-params-only", action="store_true", help="print the parameter analysis from the config")
     p.add_argument("--runs-dir", default="runs")
@@ -74,7 +81,46 @@ def parse(p: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
         args.lora_alpha = 2.0 * args.lora_rank
     if args.backbone_lr is None:
         args.backbone_lr = 1e-3 if args.lora_rank else 1e-5
+    if args.max_tokens is None:
+        from model import pick_device
+        args.max_tokens = 32768 if pick_device(args.device).type == "cuda" else 8192
     return args
+
+
+def setup_distributed(device: torch.device) -> None:
+    """Under torchrun (RANK set): join the process group, NCCL for GPUs and gloo for CPUs. Every rank then runs
+    the same script on the same data; feature extraction (cached_features) and each training batch (fit) are
+    split between them. Only rank 0 prints and writes files."""
+    if "RANK" not in os.environ or dist.is_initialized():
+        return
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    atexit.register(dist.destroy_process_group)
+    if dist.get_rank() != 0:
+        sys.stdout = open(os.devnull, "w")
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def world() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def barrier() -> None:
+    if world() > 1:
+        dist.barrier()
+
+
+def progress(*args, **kwargs) -> tqdm:
+    """tqdm on rank 0; the other ranks' bars would only repeat it."""
+    return tqdm(*args, **kwargs) if is_main() else tqdm(*args, disable=True, **kwargs)
 
 
 def seed_everything(seed: int) -> None:
@@ -109,12 +155,11 @@ def length_batches(lengths: list[int], max_tokens: int, max_batch: int = 512,
 
 
 def pad_batch(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(map(len, seqs))
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for row, s in enumerate(seqs):
-        ids[row, :len(s)] = torch.tensor(s)
-        mask[row, :len(s)] = 1
+    """Right-padded ids and their mask, built in a few vectorised ops (not one copy per row)."""
+    lengths = torch.tensor([len(s) for s in seqs])
+    mask = (torch.arange(int(lengths.max()))[None] < lengths[:, None]).long()
+    ids = torch.full(mask.shape, pad_id, dtype=torch.long)
+    ids[mask.bool()] = torch.tensor([t for s in seqs for t in s], dtype=torch.long)
     pin = device.type == "cuda"
     return (ids.pin_memory() if pin else ids).to(device, non_blocking=pin), \
            (mask.pin_memory() if pin else mask).to(device, non_blocking=pin)
@@ -122,19 +167,67 @@ def pad_batch(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor,
 
 def backbone_passes(backbone, seqs: list[list[int]], pad_id: int, max_tokens: int, desc: str,
                     order: list[list[int]] | None = None) -> Iterable[tuple[list[int], torch.Tensor, torch.Tensor]]:
-    """Yield (indices, last hidden state, mask) per length-sorted batch, with a tok/s progress bar."""
+    """Yield (indices, last hidden state, mask) per length-sorted batch, with a tok/s progress bar.
+
+    The batches are right-padded and the model is causal, so no real token ever attends to a pad: the
+    backbone runs without an attention mask, which lets SDPA take its fused causal (flash) kernel."""
     device = next(backbone.parameters()).device
-    batches = order if order is not None else length_batches([len(s) for s in seqs], max_tokens)
+    batches = order if order is not None else length_batches([len(s) for s in seqs], max_tokens, max_batch=4096)
     total = sum(len(seqs[i]) for b in batches for i in b)
     start = time.perf_counter()
-    with tqdm(total=total, desc=desc, unit="tok", unit_scale=True, dynamic_ncols=True) as bar:
+    with progress(total=total, desc=desc, unit="tok", unit_scale=True, dynamic_ncols=True) as bar:
         for batch in batches:
             ids, mask = pad_batch([seqs[i] for i in batch], pad_id, device)
             with torch.inference_mode():
-                hidden = backbone(input_ids=ids, attention_mask=mask).last_hidden_state
+                hidden = backbone(input_ids=ids).last_hidden_state
             yield batch, hidden, mask
-            bar.update(int(mask.sum()))
+            bar.update(sum(len(seqs[i]) for i in batch))  # counted on the host: no device sync
             bar.set_postfix(tok_s=f"{bar.n / (time.perf_counter() - start):,.0f}")
+
+
+_COMPILED: "weakref.WeakKeyDictionary[torch.nn.Module, Callable]" = weakref.WeakKeyDictionary()
+
+
+def feature_module(backbone: torch.nn.Module, args) -> Callable:
+    """The frozen backbone as feature passes run it: with --compile, compiled once per process for dynamic shapes
+    (batches differ in size and length). The module itself stays as it is, so its weights keep their names."""
+    if not args.compile:
+        return backbone
+    if backbone not in _COMPILED:
+        _COMPILED[backbone] = torch.compile(backbone, dynamic=True)
+    return _COMPILED[backbone]
+
+
+def backbone_features(backbone, seqs: list[list[int]], pad_id: int, max_tokens: int, desc: str,
+                      pick: Callable[[list[int], torch.Tensor, torch.Tensor], list[torch.Tensor]]
+                      ) -> Iterable[tuple[list[int], list[torch.Tensor]]]:
+    """Yield (indices, per-item host tensors), where pick(indices, hidden, mask) selects what to keep of a batch.
+
+    On CUDA each batch's picks travel to pinned host memory asynchronously and are yielded one batch late, after
+    the next batch's forward is queued: the copy overlaps compute and the GPU never waits for the host."""
+    pending = None
+    for batch, hidden, mask in backbone_passes(backbone, seqs, pad_id, max_tokens, desc):
+        picked = pick(batch, hidden, mask)
+        sizes = [len(t) for t in picked] if picked[0].dim() > 1 else None
+        packed = torch.cat(picked) if sizes else torch.stack(picked)  # a fresh tensor: hidden can be freed
+        if packed.is_cuda:
+            host = torch.empty(packed.shape, dtype=packed.dtype, pin_memory=True)
+            host.copy_(packed, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record()
+        else:
+            host, done = packed, None
+        if pending:
+            yield _unpack(*pending)
+        pending = batch, host, sizes, done
+    if pending:
+        yield _unpack(*pending)
+
+
+def _unpack(batch, host, sizes, done):
+    if done is not None:
+        done.synchronize()
+    return batch, list(host.split(sizes) if sizes else host.unbind(0))
 
 
 def cache_key(**parts) -> str:
@@ -173,7 +266,9 @@ def cached_features(path: Path, seqs: list[list[int]], compute: Callable[[list[l
     """Features per sequence, computed once and kept in `path` (safetensors).
 
     Work is done in length-sorted chunks, each saved as it finishes, so an interrupted extraction
-    resumes where it stopped. `compute(batches)` yields (indices, per-item feature tensors).
+    resumes where it stopped. `compute(indices)` yields (indices, per-item feature tensors). Under torchrun
+    every rank computes its share of each chunk (every world-th sequence) and saves it; once all shares are on
+    disk (one node, one disk) every rank reads the others', and rank 0 writes the merged file.
     """
     if path.exists():
         return unflatten(load_file(path))
@@ -181,9 +276,11 @@ def cached_features(path: Path, seqs: list[list[int]], compute: Callable[[list[l
     parts.mkdir(parents=True, exist_ok=True)
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
     feats: list[torch.Tensor | None] = [None] * len(seqs)
-    for c, lo in enumerate(range(0, len(order), chunk)):
-        part = parts / f"{c:05d}.safetensors"
-        idx = order[lo:lo + chunk]
+    shares = [(parts / f"{c:05d}.{r}-of-{world()}.safetensors", order[lo:lo + chunk][r::world()])
+              for c, lo in enumerate(range(0, len(order), chunk)) for r in range(world())]
+    for part, idx in shares[rank()::world()]:
+        if not idx:
+            continue
         if part.exists():
             got = unflatten(load_file(part))
         else:
@@ -194,8 +291,15 @@ def cached_features(path: Path, seqs: list[list[int]], compute: Callable[[list[l
             save_atomic(flatten(got), part)
         for i, f in zip(idx, got):
             feats[i] = f
-    save_atomic(flatten(feats), path)
-    shutil.rmtree(parts)
+    barrier()
+    for part, idx in shares:  # the other ranks' shares
+        if idx and feats[idx[0]] is None:
+            for i, f in zip(idx, unflatten(load_file(part))):
+                feats[i] = f
+    barrier()  # every rank has read every share before rank 0 removes them
+    if is_main():
+        save_atomic(flatten(feats), path)
+        shutil.rmtree(parts)
     return feats
 
 
@@ -247,11 +351,15 @@ def fit(head: torch.nn.Module, epoch_batches: Callable[[int], list], loss_fn: Ca
     lrs = {"head": args.lr, "backbone": args.backbone_lr}
     groups = [{"params": group, "lr": lr} for part, lr in lrs.items()
               if (group := [p for n, p in params.items() if n.startswith(part + ".")])]
-    opt = torch.optim.AdamW(groups, weight_decay=args.weight_decay)
+    fused = device.type == "cuda" and all(p.is_cuda for p in params.values())  # one kernel for the whole step
+    opt = torch.optim.AdamW(groups, weight_decay=args.weight_decay, fused=fused or None)
     steps_per_epoch = math.ceil(len(epoch_batches(0)) / args.grad_accum)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(steps_per_epoch * args.epochs, args.warmup, args.schedule))
-    amp_dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and amp_dtype == torch.float16)
+    # AMP is for a backbone that trains; a head on cached features is a few small fp32 matmuls, where autocast
+    # would only add casts (and round the features) at every step
+    amp = device.type == "cuda" and any(n.startswith("backbone.") for n in params)
+    amp_dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
     ema: dict[str, torch.Tensor] | None = None  # the first update copies the weights, as AveragedModel does
     ckpt, log = run_dir / "ckpt.pt", run_dir / "log.jsonl"
     rows, first = [], 0
@@ -269,17 +377,25 @@ def fit(head: torch.nn.Module, epoch_batches: Callable[[int], list], loss_fn: Ca
     for epoch in range(first, args.epochs):
         parts.train()
         batches, total, count = epoch_batches(epoch), 0.0, 0
-        for lo in tqdm(range(0, len(batches), args.grad_accum), desc=f"epoch {epoch + 1}", leave=False,
+        for lo in progress(range(0, len(batches), args.grad_accum), desc=f"epoch {epoch + 1}", leave=False,
                        dynamic_ncols=True):
             step = batches[lo:lo + args.grad_accum]
             items = sum(len(b) for b in step)
             opt.zero_grad(set_to_none=True)
             for batch in step:
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=device.type == "cuda"):
-                    loss = loss_fn(batch)
-                # weighted by size, the micro-batches' gradients add up to the mean loss's over all their items
-                scaler.scale(loss * (len(batch) / items)).backward()
-                total, count = total + loss.item() * len(batch), count + len(batch)
+                mine = batch[rank()::world()]  # under torchrun, this rank's share of the batch
+                if not len(mine):
+                    continue
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
+                    loss = loss_fn(mine)
+                # weighted by size, the shares' gradients add up to the mean loss's over all the step's items
+                scaler.scale(loss * (len(mine) / items)).backward()
+                total, count = total + loss.detach().float() * len(mine), count + len(mine)  # no sync per step
+            if world() > 1:
+                for p in params.values():
+                    if p.grad is None:
+                        p.grad = torch.zeros_like(p)
+                    dist.all_reduce(p.grad)
             scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(params.values(), args.max_grad_norm)
             scaler.step(opt)
@@ -294,14 +410,18 @@ def fit(head: torch.nn.Module, epoch_batches: Callable[[int], list], loss_fn: Ca
         trained = {n: p.detach().clone() for n, p in params.items()}
         if ema is not None:  # evaluate (and keep, if this is the last epoch) the averaged weights
             assign(params, ema)
-        row = {"epoch": epoch + 1, "train_loss": total / max(count, 1), **evaluate()}
+        seen = torch.tensor([float(total), count], dtype=torch.float64, device=device)
+        if world() > 1:
+            dist.all_reduce(seen)
+        row = {"epoch": epoch + 1, "train_loss": float(seen[0] / seen[1].clamp(min=1)), **evaluate()}
         rows.append(row)
         print_row(row, header=epoch == first)
-        write_atomic(log, "".join(json.dumps(r) + "\n" for r in rows))
-        torch.save({"trained": trained, "opt": opt.state_dict(), "sched": sched.state_dict(),
-                    "scaler": scaler.state_dict(), "ema": ema, "rng": torch.get_rng_state(), "rows": rows,
-                    "epoch": epoch + 1}, ckpt.with_suffix(".tmp"))
-        os.replace(ckpt.with_suffix(".tmp"), ckpt)
+        if is_main():
+            write_atomic(log, "".join(json.dumps(r) + "\n" for r in rows))
+            torch.save({"trained": trained, "opt": opt.state_dict(), "sched": sched.state_dict(),
+                        "scaler": scaler.state_dict(), "ema": ema, "rng": torch.get_rng_state(), "rows": rows,
+                        "epoch": epoch + 1}, ckpt.with_suffix(".tmp"))
+            os.replace(ckpt.with_suffix(".tmp"), ckpt)
         if epoch + 1 < args.epochs:
             assign(params, trained)
     return rows

@@ -20,8 +20,9 @@ def resolve_model(name: str) -> str:
 
 
 def pick_device(device: str = "auto") -> torch.device:
+    """'auto': this process's GPU (torchrun's LOCAL_RANK picks which), else the CPU."""
     if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu"
     return torch.device(device)
 
 
@@ -55,7 +56,37 @@ def load_backbone(name: str, device: torch.device, dtype: torch.dtype):
     lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa")
     lm.config.pad_token_id = tokenizer.pad_token_id
     lm.requires_grad_(False).eval().to(device)
+    if device.type == "cuda":
+        skip_cudnn_attention()
     return lm, tokenizer
+
+
+def skip_cudnn_attention() -> None:
+    """Keep SDPA off its cuDNN kernel (process-wide): cuDNN builds a plan for every new (batch, length) shape,
+    about 3 ms of host time per attention call (profiled on an H200, torch 2.11), and length-sorted batches have
+    many shapes, so the GPU starved. PyTorch's own flash kernel has no such cost."""
+    torch.backends.cuda.enable_cudnn_sdp(False)
+
+
+def run_blocks(backbone, hidden: torch.Tensor, blocks) -> torch.Tensor:
+    """Decoder `blocks` (a slice of backbone.layers) on right-padded (B, T, H) states: causal, so no mask."""
+    positions = torch.arange(hidden.shape[1], device=hidden.device)[None]
+    rotary = backbone.rotary_emb(hidden, positions)
+    for block in blocks:
+        out = block(hidden, position_embeddings=rotary, position_ids=positions)
+        hidden = out[0] if isinstance(out, tuple) else out  # transformers < 5 returns a tuple
+    return hidden
+
+
+def trunk(backbone, ids: torch.Tensor, k: int) -> torch.Tensor:
+    """The hidden states entering the last k blocks: what --unfreeze-last k caches, since nothing below trains."""
+    return run_blocks(backbone, backbone.embed_tokens(ids), backbone.layers[:len(backbone.layers) - k])
+
+
+def top(backbone, hidden: torch.Tensor, k: int) -> torch.Tensor:
+    """The last k blocks and the final norm on trunk states: with trunk(), the whole backbone's output."""
+    hidden = hidden.to(backbone.norm.weight.dtype)  # the trained top runs in fp32
+    return backbone.norm(run_blocks(backbone, hidden, backbone.layers[len(backbone.layers) - k:]))
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str = "last") -> torch.Tensor:

@@ -65,11 +65,14 @@ def tokenize(tokenizer, texts: list[str], max_length: int) -> tuple[list[list[in
 
 def features(lm, tokenizer, seqs: list[list[int]], args, name: str, cache: bool = True) -> torch.Tensor:
     """Pooled last hidden states of the backbone as it is, kept on disk unless cache is off (a training backbone)."""
+    backbone = engine.feature_module(lm.model, args) if cache else lm.model  # a training backbone changes
+
     def compute(idx):
-        passes = engine.backbone_passes(lm.model, [seqs[i] for i in idx], tokenizer.pad_token_id,
-                                        args.max_tokens, desc=f"features {name}")
-        for batch, hidden, mask in passes:
-            yield [idx[i] for i in batch], model.pool(hidden, mask, args.pooling).float().cpu().unbind(0)
+        for batch, feats in engine.backbone_features(backbone, [seqs[i] for i in idx], tokenizer.pad_token_id,
+                                                     args.max_tokens, f"features {name}",
+                                                     lambda b, hidden, mask: model.pool(hidden, mask, args.pooling)
+                                                     .float().unbind(0)):
+            yield [idx[i] for i in batch], feats
 
     if not cache:
         found = {i: f for batch, feats in compute(range(len(seqs))) for i, f in zip(batch, feats)}
@@ -124,6 +127,8 @@ def main(argv=None) -> int:
         lora.prepare(backbone, args)
         print(json.dumps(model.param_report(backbone, model.cls_head(backbone.config.hidden_size, 2)), indent=1))
         return 0
+    device = model.pick_device(args.device)
+    engine.setup_distributed(device)  # a no-op unless started by torchrun
     engine.seed_everything(args.seed)
     train_all, test = load_data(args)
     names = label_names(train_all)
@@ -136,7 +141,6 @@ def main(argv=None) -> int:
         balance = ", ".join(f"{n}: {int((y == i).sum())}" for i, n in enumerate(names))
         print(f"{split:>10}: {len(y):6d} sentences ({balance})")
 
-    device = model.pick_device(args.device)
     dtype = model.pick_dtype(device, args.dtype)
     run_dir = Path(args.runs_dir) / (args.run_name or f"sst2-{Path(args.model).name}-s{args.seed}")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -169,7 +173,7 @@ def main(argv=None) -> int:
         if cache:
             return x_all[rows]
         ids, mask = engine.pad_batch([seqs_all[i] for i in rows], tokenizer.pad_token_id, device)
-        return model.pool(lm.model(input_ids=ids, attention_mask=mask).last_hidden_state, mask, args.pooling).float()
+        return model.pool(lm.model(input_ids=ids).last_hidden_state, mask, args.pooling).float()  # right-padded, causal
 
     def epoch_batches(epoch: int):
         if cache:
@@ -207,6 +211,8 @@ def main(argv=None) -> int:
                       "seed": args.seed, "stratify_by": "label"},
             "timing": {"features_s": feature_s, "train_s": time.perf_counter() - t0,
                        "tokens": sum(map(len, seqs_all)) + sum(map(len, seqs_test))}}
+    if not engine.is_main():  # rank 0 writes the run's files
+        return 0
     engine.save_atomic({"weight": head.weight.detach().cpu().contiguous()}, run_dir / "head.safetensors")
     if not cache:
         engine.save_atomic(lora.trained_state(lm.model, head), run_dir / "adapters.safetensors")

@@ -107,10 +107,10 @@ class WindowFeatures:
                                              starts=engine.data_fingerprint([[w.context_start for w in windows]]))
 
             def compute(idx):
-                for batch, hidden, _ in engine.backbone_passes(lm.model, [seqs[i] for i in idx], self.pad,
-                                                               args.max_tokens, desc=f"features {name}"):
-                    yield [idx[i] for i in batch], [self._slice(hidden[r], idx[i]).cpu().clone()
-                                                    for r, i in enumerate(batch)]
+                for batch, feats in engine.backbone_features(
+                        engine.feature_module(lm.model, args), [seqs[i] for i in idx], self.pad, args.max_tokens, f"features {name}",
+                        lambda b, hidden, _: [self._slice(hidden[r], idx[i]) for r, i in enumerate(b)]):
+                    yield [idx[i] for i in batch], feats
             self.store = engine.cached_features(path, seqs, compute)
 
     def _slice(self, hidden: torch.Tensor, i: int) -> torch.Tensor:
@@ -121,9 +121,9 @@ class WindowFeatures:
         if self.cached:
             return [self.store[i] for i in idx]
         device = next(self.lm.parameters()).device
-        ids, mask = engine.pad_batch([self.windows[i].input_ids for i in idx], self.pad, device)
+        ids, _ = engine.pad_batch([self.windows[i].input_ids for i in idx], self.pad, device)
         # grad mode is the caller's: the loss reaches a training backbone; a frozen one records nothing
-        hidden = self.lm.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        hidden = self.lm.model(input_ids=ids).last_hidden_state  # right-padded and causal: no mask needed
         return [self._slice(hidden[r], i) for r, i in enumerate(idx)]
 
 
@@ -215,6 +215,8 @@ def main(argv=None) -> int:
         return 0
     if args.eval_run:
         return evaluate_run(args)
+    device = model.pick_device(args.device)
+    engine.setup_distributed(device)  # a no-op unless started by torchrun
     engine.seed_everything(args.seed)
     train_all, test = load_sets(args)
     train_idx, val_idx = stratified_split([ex.has_answer for ex in train_all], args.val_fraction, args.seed)
@@ -223,7 +225,6 @@ def main(argv=None) -> int:
         answerable = sum(ex.has_answer for ex in part)
         print(f"{name:>10}: {len(part):6d} questions ({answerable} answerable, {len(part) - answerable} not)")
 
-    device = model.pick_device(args.device)
     lm, tokenizer = model.load_backbone(args.model, device, model.pick_dtype(device, args.dtype))
     run_dir = Path(args.runs_dir) / (args.run_name or f"squad-{Path(args.model).name}-s{args.seed}")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -266,6 +267,8 @@ def main(argv=None) -> int:
     threshold = val_threshold()
     results["after"], preds, na_prob = test_result(threshold)
     params = model.param_report(lm.model, head)
+    if not engine.is_main():  # rank 0 writes the run's files
+        return 0
     write_predictions(run_dir, test, preds, na_prob)
     print_results(results, len(test), threshold, run_dir)
     print("parameters: " + ", ".join(f"{k} {v:,}" for k, v in params.items()))

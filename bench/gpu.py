@@ -65,6 +65,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--n-qa-windows", type=int, help="384-token windows in our QA pass (default 4096; --tiny 32)")
     p.add_argument("--matmul-size", type=int, help="N of the N^3 bf16 ceiling (default 8192; --tiny 256)")
     p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="also profile train_cls's feature pass over N sentences: the top operators by device time")
+    p.add_argument("--compile-check", action="store_true",
+                   help="instead: train_qa's pass eager vs torch.compile(dynamic=True), compile time counted")
+    p.add_argument("--sweep-max-tokens", default="8192,65536",
+                   help="other --max-tokens to time train_qa's pass at, on a quarter of the windows ('' skips)")
+    p.add_argument("--lora-windows", type=int, help="384-token windows per LoRA training timing (default 1024; "
+                   "--tiny 16; 0 skips)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     p.add_argument("--write-lengths", action="store_true", help="regenerate bench/sst2_lengths.json and exit")
@@ -72,7 +80,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="with --write-lengths: folder with sst2/ and squad_v2/")
     args = p.parse_args(argv)
     defaults = dict(peer_steps=(12, 200), n_train=(256, 67_349), n_test=(64, 872), n_qa_windows=(32, 4096),
-                    matmul_size=(256, 8192))
+                    matmul_size=(256, 8192), lora_windows=(16, 1024))
     for key, (tiny, full) in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, tiny if args.tiny else full)
@@ -239,12 +247,94 @@ def ours_qa_pass(lm, pad, seqs, starts, args, device) -> dict:
     reset_peak(device)
     t0 = time.perf_counter()
     rows = 0
-    for batch, hidden, _ in engine.backbone_passes(lm.model, seqs, pad, args.max_tokens, desc="squad windows"):
-        feats = [hidden[r, starts[i]:len(seqs[i])].cpu().clone() for r, i in enumerate(batch)]
+    for _, feats in engine.backbone_features(lm.model, seqs, pad, args.max_tokens, "squad windows",
+                                             lambda b, hidden, _: [hidden[r, starts[i]:len(seqs[i])]
+                                                                   for r, i in enumerate(b)]):
         rows += sum(len(f) for f in feats)
     sync(device)
     return {"wall_s": time.perf_counter() - t0, "tokens": sum(map(len, seqs)), "rows": rows,
             "peak_gib": peak_gib(device)}
+
+
+def lora_training(lm, pad, seqs, args, device, checkpoint: bool) -> dict:
+    """train_qa --lora-rank 8 (q,k,v,o) on 384-token windows, batch train_qa's 32: what a training step costs
+    (forward, backward through the frozen bf16 backbone, AdamW on adapters + head), tok/s and peak memory.
+    The adapters are removed again afterwards, so the later phases see the plain backbone."""
+    import engine
+    import lora
+    import train_cls
+    targs = train_cls.parse_args(["--lora-rank", "8", "--max-tokens", str(args.max_tokens)]
+                                 + (["--grad-checkpoint"] if checkpoint else []))
+    lora.prepare(lm.model, targs)
+    try:
+        lm.train()
+        head = torch.nn.Linear(lm.config.hidden_size, 2).to(device)
+        params = [p for p in lm.parameters() if p.requires_grad] + list(head.parameters())
+        opt = torch.optim.AdamW(params, lr=1e-4)
+        batches = engine.length_batches([len(s) for s in seqs], max_tokens=10**9, max_batch=32)
+        reset_peak(device)
+
+        def step(batch):
+            ids, _ = engine.pad_batch([seqs[i] for i in batch], pad, device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                hidden = lm.model(input_ids=ids).last_hidden_state
+                loss = head(hidden.float()).float().logsumexp(1).mean()
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        step(batches[0])  # warm-up (allocator, kernels)
+        sync(device)
+        t0 = time.perf_counter()
+        for batch in batches[1:]:
+            step(batch)
+        sync(device)
+        seconds = time.perf_counter() - t0
+        tokens = sum(len(seqs[i]) for b in batches[1:] for i in b)
+        out = {"wall_s": seconds, "tokens": tokens, "tok_s": tokens / seconds, "peak_gib": peak_gib(device),
+               "windows": len(seqs) - len(batches[0]), "checkpoint": checkpoint,
+               "trainable": sum(p.numel() for p in params)}
+    finally:  # unwrap the adapters: the later phases see the plain backbone
+        for name, m in list(lm.model.named_modules()):
+            if isinstance(m, lora.LoRALinear):
+                parent, _, child = name.rpartition(".")
+                setattr(lm.model.get_submodule(parent), child, m.base)
+        if checkpoint:
+            lm.model.gradient_checkpointing_disable()
+        lm.requires_grad_(False).eval()
+    return out
+
+
+def profile_features(lm, pad, seqs, args, device) -> None:
+    """torch.profiler over train_cls's feature pass: where the time goes, by operator (device and host)."""
+    import engine
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in engine.backbone_features(lm.model, seqs, pad, args.max_tokens, "profile",
+                                          lambda b, hidden, mask: list(hidden[:, -1].float().unbind(0))):
+            pass
+        sync(device)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    say(prof.key_averages().table(sort_by=key, row_limit=15, max_name_column_width=60))
+
+
+def compile_check(lm, pad, vocab, lengths, rng, args, device, mfu) -> int:
+    """Does torch.compile pay for train_qa's pass? Eager, then compiled (first pass: compile included; second:
+    steady state) over the same windows."""
+    qa_len = sample_lengths(lengths["squad_windows"], args.n_qa_windows, rng)
+    seqs = synth(qa_len, vocab, pad, rng)
+    starts = [min(round(lengths["squad_mean_prefix"]), n - 1) for n in qa_len]
+    compiled = SimpleNamespace(model=torch.compile(lm.model, dynamic=True))
+    rows = []
+    for side, m in (("eager", lm), ("compiled, 1st pass", compiled), ("compiled, 2nd pass", compiled)):
+        r = ours_qa_pass(m, pad, seqs, starts, args, device)
+        tflops, util = mfu(r["tokens"], r["wall_s"])
+        say(f"    {side}: {r['wall_s']:.1f} s, MFU {util:.1f}%")
+        rows.append({"phase": "squad 1 pass", "side": side, "wall s": r["wall_s"], "tok/s": r["tokens"] / r["wall_s"],
+                     "TFLOP/s": tflops, "MFU %": util, "peak GiB": r["peak_gib"]})
+    say(common.table(rows, ["phase", "side", "wall s", "tok/s", "TFLOP/s", "MFU %", "peak GiB"]))
+    return 0
 
 
 def peer_model(kind: str, config, device):
@@ -311,6 +401,8 @@ def bench(args: argparse.Namespace, work: Path) -> int:
     from transformers import LlamaForCausalLM
     lm = build(LlamaForCausalLM, config, device, torch.bfloat16)
     lm.requires_grad_(False).eval()
+    if device.type == "cuda":
+        model.skip_cudnn_attention()  # as model.load_backbone does; the peers below get torch's default back
     flops_per_token = 2 * non_embedding_params(lm)
     say(f"    backbone built in {time.perf_counter() - t0:.1f} s: {non_embedding_params(lm):,} non-embedding "
         f"parameters, bf16")
@@ -318,6 +410,9 @@ def bench(args: argparse.Namespace, work: Path) -> int:
     def mfu(tokens, seconds):
         tflops = flops_per_token * tokens / seconds / 1e12
         return tflops, 100 * tflops / ceiling
+
+    if args.compile_check:
+        return compile_check(lm, pad, vocab, lengths, rng, args, device, mfu)
 
     # ---- 1. SST-2-sized classification
     train_len = sample_lengths(lengths["sst2_train"], args.n_train, rng)
@@ -338,6 +433,10 @@ def bench(args: argparse.Namespace, work: Path) -> int:
                  "TFLOP/s": tflops, "MFU %": util, "peak GiB": ours["peak_gib"],
                  "note": f"measured; features {ours['feature_s']:.1f} s + head {ours['head_s']:.1f} s"})
 
+    if args.profile:
+        say(f"[1b] profile: feature pass over {args.profile:,} sentences")
+        profile_features(lm, pad, train_seqs[:args.profile], args, device)
+
     # ---- QA windows, ours (while the bf16 backbone is loaded; the peers build their own fp32 models)
     hist = lengths["squad_windows"]
     qa_len = sample_lengths(hist, args.n_qa_windows, rng)
@@ -353,8 +452,38 @@ def bench(args: argparse.Namespace, work: Path) -> int:
     rows.append({"phase": "squad 1 pass", "side": "ours", "wall s": qa["wall_s"],
                  "examples/s": 1 / qa["s_per_example"], "tok/s": qa["tok_s"], "TFLOP/s": tflops, "MFU %": util,
                  "peak GiB": qa["peak_gib"], "note": f"measured, {len(qa_seqs):,} windows"})
+
+    for max_tokens in [int(t) for t in args.sweep_max_tokens.split(",") if t]:
+        part = len(qa_seqs) // 4
+        swept = ours_qa_pass(lm, pad, qa_seqs[:part], qa_starts[:part],
+                             argparse.Namespace(**{**vars(args), "max_tokens": max_tokens}), device)
+        tflops, util = mfu(swept["tokens"], swept["wall_s"])
+        results.setdefault("squad_sweep", {})[max_tokens] = {**swept, "mfu": util}
+        say(f"    max_tokens {max_tokens}: {swept['tokens'] / swept['wall_s']:,.0f} tok/s, MFU {util:.1f}%")
+        rows.append({"phase": "squad pass, sweep", "side": f"ours, max_tokens {max_tokens}",
+                     "tok/s": swept["tokens"] / swept["wall_s"], "TFLOP/s": tflops, "MFU %": util,
+                     "peak GiB": swept["peak_gib"], "note": f"{part:,} windows (default {args.max_tokens})"})
+
+    for checkpoint in (False, True) if args.lora_windows else ():
+        say(f"[2b] LoRA r=8 q,k,v,o training steps, batch 32, {args.lora_windows} windows, "
+            f"grad checkpointing {'on' if checkpoint else 'off'}")
+        try:
+            lt = lora_training(lm, pad, qa_seqs[:args.lora_windows], args, device, checkpoint)
+        except torch.OutOfMemoryError as e:  # a size that does not fit is a result, not a reason to lose the rest
+            say(f"    out of memory: {str(e).splitlines()[0]}")
+            rows.append({"phase": "lora r=8 train", "side": "ours", "note": "out of memory"})
+            reset_peak(device)
+            continue
+        results[f"lora_{'ckpt' if checkpoint else 'plain'}"] = lt
+        say(f"    {lt['tok_s']:,.0f} tok/s, peak {lt['peak_gib'] or 0:.1f} GiB")
+        rows.append({"phase": "lora r=8 train", "side": f"ours{', grad ckpt' if checkpoint else ''}",
+                     "wall s": lt["wall_s"], "examples/s": lt["windows"] / lt["wall_s"], "tok/s": lt["tok_s"],
+                     "peak GiB": lt["peak_gib"], "note": f"{lt['trainable']:,} trainable; forward+backward+AdamW"})
+
     hidden = lm.config.hidden_size
     del lm
+    if device.type == "cuda":
+        torch.backends.cuda.enable_cudnn_sdp(True)
     reset_peak(device)
 
     if not args.skip_peer:

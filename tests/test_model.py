@@ -301,3 +301,59 @@ def test_cached_features_variable_length_items(tmp_path):
     back = engine.cached_features(tmp_path / "f.safetensors", seqs, None)
     for a, b in zip(back, items):
         torch.testing.assert_close(a, b)
+
+
+# --- backbone passes ---------------------------------------------------------------------------------------
+
+def test_backbone_passes_need_no_mask_for_right_padding(tiny_llama_folder):
+    """Every real token of a right-padded batch gets the hidden state it gets alone: pads come after it, and a
+    causal model never looks ahead, so the mask-free pass (SDPA's fused causal kernel) is exact."""
+    lm, tok = model.load_backbone(str(tiny_llama_folder), torch.device("cpu"), torch.float32)
+    seqs = [tok(s)["input_ids"] for s in SENTENCES]
+    alone = [lm.model(input_ids=torch.tensor([s])).last_hidden_state[0] for s in seqs]
+    seen = set()
+    for batch, hidden, mask in engine.backbone_passes(lm.model, seqs, tok.pad_token_id, 10**6, "test",
+                                                      order=[list(range(len(seqs)))]):
+        for row, i in enumerate(batch):
+            assert mask[row].sum() == len(seqs[i])
+            torch.testing.assert_close(hidden[row, :len(seqs[i])], alone[i], atol=1e-5, rtol=1e-5)
+            seen.add(i)
+    assert seen == set(range(len(seqs))) and len({len(s) for s in seqs}) > 1  # padding really happened
+
+
+@pytest.mark.parametrize("variable", [False, True])
+def test_backbone_features_yield_every_pick_once(tiny_llama_folder, variable):
+    """Fixed-size picks (pooled vectors) and variable-length ones (QA context rows) come back per item, in
+    host memory, each equal to the same pick from a direct pass."""
+    lm, tok = model.load_backbone(str(tiny_llama_folder), torch.device("cpu"), torch.float32)
+    seqs = [tok(s)["input_ids"] for s in SENTENCES * 3]
+
+    def pick(batch, hidden, mask):
+        if variable:
+            return [hidden[r, 1:len(seqs[i])] for r, i in enumerate(batch)]
+        return list(model.pool(hidden, mask).unbind(0))
+    got = {}
+    for batch, feats in engine.backbone_features(lm.model, seqs, tok.pad_token_id, 32, "test", pick):
+        assert all(f.device.type == "cpu" for f in feats)
+        got.update(zip(batch, feats))
+    assert sorted(got) == list(range(len(seqs)))
+    for i, s in enumerate(seqs):
+        hidden = lm.model(input_ids=torch.tensor([s])).last_hidden_state[0]
+        torch.testing.assert_close(got[i], hidden[1:] if variable else hidden[-1], atol=1e-5, rtol=1e-5)
+
+
+def test_compiled_feature_pass_gives_the_same_features(tiny_llama_folder):
+    """--compile: the compiled backbone (dynamic shapes: batches of two lengths here) computes the same states,
+    and is compiled once per backbone."""
+    lm, tok = model.load_backbone(str(tiny_llama_folder), torch.device("cpu"), torch.float32)
+    args = train_cls.parse_args(["--compile"])
+    compiled = engine.feature_module(lm.model, args)
+    assert compiled is engine.feature_module(lm.model, args) and compiled is not lm.model
+    assert engine.feature_module(lm.model, train_cls.parse_args([])) is lm.model
+    seqs = [tok(s)["input_ids"] for s in SENTENCES]
+    order = [[2], [0, 1, 3]]  # "dull" alone, then three longer sentences
+    eager = [hidden for _, hidden, _ in engine.backbone_passes(lm.model, seqs, tok.pad_token_id, 10**6, "e", order)]
+    fast = [hidden for _, hidden, _ in engine.backbone_passes(compiled, seqs, tok.pad_token_id, 10**6, "c", order)]
+    assert [h.shape for h in eager] == [h.shape for h in fast] and eager[0].shape[1] != eager[1].shape[1]
+    for a, b in zip(eager, fast):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)

@@ -1,0 +1,72 @@
+"""torchrun: 2 CPU processes (gloo) on the tiny model give the metrics of 1 process, and only rank 0 writes.
+
+Each step's batch is split between the ranks and their gradients are summed, so both runs take the same
+optimizer steps; they differ only in float summation order. Tolerance: losses within 1e-5, identical
+accuracy / F1 (a flip would need a logit within ~1e-6 of a decision boundary)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "samples"
+
+
+def launch(nproc: int, script: str, flags: list[str], cache: Path) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, script] if nproc == 1 else \
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", script]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "LLAMA_HEADS_CACHE": str(cache), "TQDM_DISABLE": "1",
+           "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(cmd + flags, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    return out
+
+
+def run_both(tmp_path: Path, script: str, flags: list[str]) -> tuple[dict, dict, subprocess.CompletedProcess]:
+    """metrics.json of a 1-process and a 2-process run of the same command, and the latter's output."""
+    result = {}
+    for n in (1, 2):
+        runs = tmp_path / f"runs{n}"
+        out = launch(n, script, flags + ["--runs-dir", str(runs), "--run-name", "r"], tmp_path / f"cache{n}")
+        assert [p.name for p in runs.iterdir()] == ["r"]
+        result[n] = json.loads((runs / "r" / "metrics.json").read_text())
+        features = list((tmp_path / f"cache{n}" / "features").iterdir())
+        assert features and all(f.suffix == ".safetensors" for f in features)  # merged, shares removed
+    return result[1], result[2], out
+
+
+def assert_same_rows(one: list[dict], two: list[dict], exact: list[str]) -> None:
+    assert len(one) == len(two)
+    for a, b in zip(one, two):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-5)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], abs=1e-5)
+        assert [a[k] for k in exact] == [b[k] for k in exact]
+
+
+def test_train_cls_two_ranks_match_one(tmp_path, tiny_llama_folder):
+    data = tmp_path / "sst2"
+    data.mkdir()
+    for name, rows in (("train.tsv", 240), ("dev.tsv", 80)):
+        lines = (SAMPLE / "sst2" / name).read_text().split("\n")
+        (data / name).write_text("\n".join(lines[:rows + 1]) + "\n")
+    one, two, out = run_both(tmp_path, "train_cls.py", ["--model", str(tiny_llama_folder), "--data-dir", str(data),
+                                                        "--dtype", "fp32", "--epochs", "2", "--batch-size", "15"])
+    assert_same_rows(one["epochs"], two["epochs"], ["accuracy"])
+    for stage in ("before", "after"):
+        assert one["metrics"][stage]["accuracy"] == two["metrics"][stage]["accuracy"]
+        assert one["metrics"][stage]["loss"] == pytest.approx(two["metrics"][stage]["loss"], abs=1e-5)
+    assert out.stdout.count("test set (80 sentences)") == 1  # rank 1 prints nothing
+
+
+def test_train_qa_two_ranks_match_one(tmp_path, tiny_llama_folder):
+    one, two, _ = run_both(tmp_path, "train_qa.py", [
+        "--model", str(tiny_llama_folder), "--train-file", str(SAMPLE / "squad_train.json"),
+        "--eval-file", str(SAMPLE / "squad_test.json"), "--max-train-examples", "60", "--max-eval-examples", "30",
+        "--epochs", "2", "--dtype", "fp32"])
+    assert_same_rows(one["epochs"], two["epochs"], ["f1"])
+    assert one["threshold"] == pytest.approx(two["threshold"], abs=1e-4)
+    for stage in ("before", "after"):
+        assert one["metrics"][stage]["f1"] == pytest.approx(two["metrics"][stage]["f1"], abs=1e-9)
