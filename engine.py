@@ -224,6 +224,21 @@ def backbone_features(backbone, seqs: list[list[int]], pad_id: int, max_tokens: 
         yield _unpack(*pending)
 
 
+def trunk_states(lm, seqs: list[list[int]], pad_id: int, args, name: str) -> list[torch.Tensor]:
+    """--unfreeze-last K: the states entering the top K blocks, every position, cached on disk. Nothing below
+    those blocks trains, so each epoch runs only the top (model.top) on them."""
+    from model import Trunk
+    k = args.unfreeze_last
+    path = feature_cache_path(args, lm, seqs, trunk=len(lm.model.layers) - k)
+
+    def compute(idx):
+        for batch, feats in backbone_features(Trunk(lm.model, k), [seqs[i] for i in idx], pad_id, args.max_tokens,
+                                              f"trunk {name}", lambda b, hidden, _: [hidden[r, :len(seqs[idx[i]])]
+                                                                                     for r, i in enumerate(b)]):
+            yield [idx[i] for i in batch], feats
+    return cached_features(path, seqs, compute)
+
+
 def _unpack(batch, host, sizes, done):
     if done is not None:
         done.synchronize()

@@ -3,6 +3,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from torch import nn
@@ -81,6 +82,17 @@ def run_blocks(backbone, hidden: torch.Tensor, blocks) -> torch.Tensor:
 def trunk(backbone, ids: torch.Tensor, k: int) -> torch.Tensor:
     """The hidden states entering the last k blocks: what --unfreeze-last k caches, since nothing below trains."""
     return run_blocks(backbone, backbone.embed_tokens(ids), backbone.layers[:len(backbone.layers) - k])
+
+
+class Trunk(nn.Module):
+    """The backbone below its last k blocks, called as the backbone is (input_ids -> .last_hidden_state)."""
+
+    def __init__(self, backbone, k: int):
+        super().__init__()
+        self.backbone, self.k = backbone, k
+
+    def forward(self, input_ids: torch.Tensor) -> SimpleNamespace:
+        return SimpleNamespace(last_hidden_state=trunk(self.backbone, input_ids, self.k))
 
 
 def top(backbone, hidden: torch.Tensor, k: int) -> torch.Tensor:

@@ -5,7 +5,8 @@
     python train_cls.py --lora-rank 8                                # LoRA adapters train with the head
 
 The frozen backbone runs once per sentence: pooled features are cached on disk and every epoch trains
-the head on them. With --lora-rank or --unfreeze-last the backbone trains too, so every step runs it.
+the head on them. With --unfreeze-last K the cache holds the states below the top K blocks, and every step
+runs only those; with --lora-rank every step runs the whole backbone.
 """
 import argparse
 import json
@@ -151,12 +152,36 @@ def main(argv=None) -> int:
     seqs_test, cut_test = tokenize(tokenizer, test.texts, args.max_length)
     if cut_all or cut_test:
         print(f"truncated to {args.max_length} tokens: {cut_all} training and {cut_test} test sentences")
-    cache = not lora.trains_backbone(args)
-    if not cache:
-        print("feature cache off: the backbone trains, so every step and evaluation runs it")
+    cache, k = not lora.trains_backbone(args), args.unfreeze_last
+    if args.lora_rank:
+        print("feature cache off: LoRA adapts every block, so every step and evaluation runs the backbone")
+    elif k:
+        print(f"cached: the states below the top {k} blocks, which every step and evaluation runs")
     t0 = time.perf_counter()
     x_all = features(lm, tokenizer, seqs_all, args, "train").to(device) if cache else None
-    x_test = features(lm, tokenizer, seqs_test, args, "test", cache).to(device)  # the base model's, for "before"
+    states = engine.trunk_states(lm, seqs_all, tokenizer.pad_token_id, args, "train") if k else None
+    states_test = engine.trunk_states(lm, seqs_test, tokenizer.pad_token_id, args, "test") if k else None
+
+    def top_pooled(rows, states=states) -> torch.Tensor:
+        """--unfreeze-last: pooled outputs of the top blocks on cached trunk states."""
+        x = torch.nn.utils.rnn.pad_sequence([states[i].to(device) for i in rows], batch_first=True)
+        mask = (torch.arange(x.shape[1], device=device)[None] < torch.tensor([len(states[i]) for i in rows],
+                                                                              device=device)[:, None]).long()
+        return model.pool(model.top(lm.model, x, k), mask, args.pooling).float()
+
+    def top_pooled_all(rows, states) -> torch.Tensor:
+        out = torch.empty(len(rows), lm.config.hidden_size, device=device)
+        with torch.no_grad():
+            for b in engine.length_batches([len(states[i]) for i in rows], args.max_tokens):
+                out[b] = top_pooled([rows[j] for j in b], states)
+        return out
+
+    def test_features() -> torch.Tensor:
+        """The test set's pooled features from the backbone as it is now (the base model's, for "before")."""
+        if k:
+            return top_pooled_all(range(len(states_test)), states_test)
+        return features(lm, tokenizer, seqs_test, args, "test", cache).to(device)
+    x_test = test_features()
     feature_s = time.perf_counter() - t0
     y_all, y_test = y_all.to(device), y_test.to(device)
 
@@ -169,9 +194,11 @@ def main(argv=None) -> int:
     print(f"training {trained}")
 
     def embed(rows: list[int]) -> torch.Tensor:
-        """Pooled features of training rows: cached, or a pass through the training backbone."""
+        """Pooled features of training rows: cached, the trained top on cached trunk states, or a full pass."""
         if cache:
             return x_all[rows]
+        if k:
+            return top_pooled(rows)
         ids, mask = engine.pad_batch([seqs_all[i] for i in rows], tokenizer.pad_token_id, device)
         return model.pool(lm.model(input_ids=ids).last_hidden_state, mask, args.pooling).float()  # right-padded, causal
 
@@ -185,7 +212,7 @@ def main(argv=None) -> int:
         return engine.shuffled([[train_idx[i] for i in b] for b in batches], args.seed + epoch)
 
     def evaluate():
-        x_val = x_all[val_idx] if cache else \
+        x_val = x_all[val_idx] if cache else top_pooled_all(val_idx, states) if k else \
             features(lm, tokenizer, [seqs_all[i] for i in val_idx], args, "validation", cache=False).to(device)
         with torch.no_grad():
             row = scores(head(x_val), y_all[val_idx], names)
@@ -195,7 +222,7 @@ def main(argv=None) -> int:
     rows = engine.fit(head, epoch_batches, lambda b: F.cross_entropy(head(embed(b)).float(), y_all[b]),
                       evaluate, args, run_dir, device, backbone=lm.model)
     if not cache:
-        x_test = features(lm, tokenizer, seqs_test, args, "test", cache=False).to(device)
+        x_test = test_features()
     with torch.no_grad():
         test_logits = head(x_test)
     results["after"] = scores(test_logits, y_test, names)

@@ -86,30 +86,35 @@ def windows_for(examples, tokenizer, args):
 
 
 class WindowFeatures:
-    """Backbone hidden states of each window's context tokens and null token (the only positions a span
-    or no-answer score is read from): cached on disk when they fit the budget and the backbone is frozen, else
-    recomputed per batch."""
+    """What a window's span and no-answer scores are read from: the backbone's hidden states of its context tokens
+    and null token. A frozen backbone's are cached on disk when they fit the budget. With --unfreeze-last K the
+    cache holds the states entering the top K blocks (every position: those blocks attend to the question too),
+    and each call runs only the top on them. Otherwise (LoRA, or over budget) each call runs the backbone."""
 
     def __init__(self, lm, tokenizer, windows, args, name: str):
         self.lm, self.pad, self.windows = lm, tokenizer.pad_token_id, windows
+        self.top = args.unfreeze_last  # 0: the whole backbone is frozen
         seqs = [w.input_ids for w in windows]
-        rows = sum(len(w.input_ids) - w.context_start for w in windows)
+        rows = sum(len(s) if self.top else len(s) - w.context_start for s, w in zip(seqs, windows))
         gb = rows * lm.config.hidden_size * lm.dtype.itemsize / 1e9
-        trains = lora.trains_backbone(args)  # features change with every step: nothing to cache
-        self.cached = not trains and (args.cache_features == "always" or
-                                      (args.cache_features == "auto" and gb <= args.cache_budget_gb))
-        why = "the backbone trains" if trains else \
+        fits = args.cache_features == "always" or (args.cache_features == "auto" and gb <= args.cache_budget_gb)
+        self.cached = fits and not args.lora_rank  # adapters change every block at every step
+        why = "LoRA adapts every block" if args.lora_rank else \
             "--cache-features never" if args.cache_features == "never" else "over --cache-budget-gb"
-        fate = "cached on disk" if self.cached else f"recomputed every epoch ({why})"
-        print(f"{name}: {len(windows)} windows, {sum(map(len, seqs)):,} tokens; features {gb:.2f} GB -> {fate}")
-        if self.cached:
+        what = f"states below the top {self.top} blocks" if self.top else "features"
+        fate = f"{what} cached on disk" if self.cached else f"recomputed every epoch ({why})"
+        print(f"{name}: {len(windows)} windows, {sum(map(len, seqs)):,} tokens; {what} {gb:.2f} GB -> {fate}")
+        if self.cached and self.top:
+            self.store = engine.trunk_states(lm, seqs, self.pad, args, name)
+        elif self.cached:
             path = engine.feature_cache_path(args, lm, seqs,
                                              starts=engine.data_fingerprint([[w.context_start for w in windows]]))
 
             def compute(idx):
                 for batch, feats in engine.backbone_features(
-                        engine.feature_module(lm.model, args), [seqs[i] for i in idx], self.pad, args.max_tokens, f"features {name}",
-                        lambda b, hidden, _: [self._slice(hidden[r], idx[i]) for r, i in enumerate(b)]):
+                        engine.feature_module(lm.model, args), [seqs[i] for i in idx], self.pad, args.max_tokens,
+                        f"features {name}", lambda b, hidden, _: [self._slice(hidden[r], idx[i])
+                                                                  for r, i in enumerate(b)]):
                     yield [idx[i] for i in batch], feats
             self.store = engine.cached_features(path, seqs, compute)
 
@@ -118,12 +123,16 @@ class WindowFeatures:
         return hidden[w.context_start:len(w.input_ids)]
 
     def __call__(self, idx: list[int]) -> list[torch.Tensor]:
-        if self.cached:
+        # grad mode is the caller's: the loss reaches what trains in the backbone; a frozen one records nothing
+        if self.cached and not self.top:
             return [self.store[i] for i in idx]
         device = next(self.lm.parameters()).device
-        ids, _ = engine.pad_batch([self.windows[i].input_ids for i in idx], self.pad, device)
-        # grad mode is the caller's: the loss reaches a training backbone; a frozen one records nothing
-        hidden = self.lm.model(input_ids=ids).last_hidden_state  # right-padded and causal: no mask needed
+        if self.cached:
+            states = torch.nn.utils.rnn.pad_sequence([self.store[i].to(device) for i in idx], batch_first=True)
+            hidden = model.top(self.lm.model, states, self.top)
+        else:
+            ids, _ = engine.pad_batch([self.windows[i].input_ids for i in idx], self.pad, device)
+            hidden = self.lm.model(input_ids=ids).last_hidden_state  # right-padded and causal: no mask needed
         return [self._slice(hidden[r], i) for r, i in enumerate(idx)]
 
 

@@ -1,6 +1,6 @@
 """One-shot device benchmark at Llama-3.2-1B's exact shape (random weights: same cost as the real ones).
 
-    python bench/gpu.py                         # on the GPU: ~2-4 minutes on an H100
+    python bench/gpu.py                         # on the GPU: ~2 minutes on an H200 (bench/RESULTS.md)
     python bench/gpu.py --tiny --device cpu     # a tiny random Llama on the CPU (its own test)
     python bench/gpu.py --write-lengths         # regenerate bench/sst2_lengths.json from ../shared/data
 

@@ -159,7 +159,11 @@ def test_cls_cli_adapters_and_merged_export(tmp_path, sst2, tiny_llama_folder, c
     assert train_cls.main(["--model", str(tiny_llama_folder), "--data-dir", str(sst2), "--dtype", "fp32", "--epochs",
                            "1", "--runs-dir", str(tmp_path / "runs"), "--run-name", "run", *flags,
                            "--export", str(export), "--merge"]) == 0
-    assert "feature cache off" in capsys.readouterr().out and not (tmp_path / "cache" / "features").exists()
+    out, features = capsys.readouterr().out, tmp_path / "cache" / "features"
+    if flags[0] == "--lora-rank":  # adapters change every block: nothing to cache
+        assert "feature cache off" in out and not features.exists()
+    else:  # the frozen trunk below the trained block is cached: one file per split
+        assert "cached: the states below the top 1 blocks" in out and len(list(features.iterdir())) == 2
     trained = load_file(run / "adapters.safetensors")
     assert "head.weight" in trained and "adapters.safetensors" in hub.HEAD_FILES
     if flags[0] == "--lora-rank":
@@ -268,3 +272,37 @@ def test_smollm2_trains_in_its_compute_dtype(tmp_path, flags):
     with torch.no_grad():
         after = logits(lm.eval(), tok, head)
     assert torch.isfinite(after).all() and not torch.equal(after, start)
+
+
+def test_unfrozen_top_on_cached_trunk_trains_like_full_passes(tmp_path, monkeypatch, tiny_llama_folder):
+    """--unfreeze-last K caches the states below the top K blocks and runs only the top each step; the run must
+    equal one that runs the whole backbone every step (--cache-features never), and --eval-run must agree."""
+    monkeypatch.setenv("LLAMA_HEADS_CACHE", str(tmp_path / "cache"))
+    result = {}
+    for cache in ("auto", "never"):
+        assert train_qa.main(["--model", str(tiny_llama_folder), "--train-file", str(SAMPLES / "squad_train.json"),
+                              "--eval-file", str(SAMPLES / "squad_test.json"), "--max-train-examples", "30",
+                              "--max-eval-examples", "12", "--epochs", "2", "--dtype", "fp32", "--unfreeze-last", "1",
+                              "--backbone-lr", "1e-3", "--cache-features", cache, "--runs-dir", str(tmp_path / "runs"),
+                              "--run-name", cache]) == 0
+        result[cache] = json.loads((tmp_path / "runs" / cache / "metrics.json").read_text())
+    assert len(list((tmp_path / "cache" / "features").iterdir())) == 3  # trunk states of train, validation, test
+    for a, b in zip(result["auto"]["epochs"], result["never"]["epochs"]):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-5)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], abs=1e-5)
+    for stage in ("before", "after"):
+        assert result["auto"]["metrics"][stage]["f1"] == pytest.approx(result["never"]["metrics"][stage]["f1"])
+    assert train_qa.main(["--eval-run", str(tmp_path / "runs" / "auto")]) == 0
+    rescored = json.loads((tmp_path / "runs" / "auto" / "eval_metrics.json").read_text())
+    assert rescored == result["auto"]["scores"]["after"]
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_trunk_then_top_is_the_whole_backbone(tiny_llama_folder, k):
+    lm, tok = model.load_backbone(str(tiny_llama_folder), CPU, torch.float32)
+    seqs, _ = train_cls.tokenize(tok, SENTENCES, 256)
+    ids, _ = engine.pad_batch(seqs, tok.pad_token_id, CPU)
+    with torch.no_grad():
+        whole = lm.model(input_ids=ids).last_hidden_state
+        split = model.top(lm.model, model.Trunk(lm.model, k)(ids).last_hidden_state, k)
+    torch.testing.assert_close(split, whole, atol=1e-6, rtol=0)
