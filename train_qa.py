@@ -1,4 +1,5 @@
-"""Train a SQuAD v2 span head on a frozen Llama (or with LoRA: --lora-rank); evaluate before, zero-shot and after.
+"""Train a SQuAD v2 span head on a frozen Llama (or with its top blocks: --unfreeze-last, or LoRA: --lora-rank);
+evaluate before, zero-shot and after.
 
     python train_qa.py --epochs 3                        # Llama-3.2-1B, SQuAD 2.0 train -> dev
     python train_qa.py --model smollm2-135m --train-file data/samples/squad_train.json \\
