@@ -103,7 +103,7 @@ class WindowFeatures:
         why = "LoRA adapts every block" if args.lora_rank else \
             "--cache-features never" if args.cache_features == "never" else "over --cache-budget-gb"
         what = f"states below the top {self.top} blocks" if self.top else "features"
-        fate = f"{what} cached on disk" if self.cached else f"recomputed every epoch ({why})"
+        fate = "cached on disk" if self.cached else f"recomputed every epoch ({why})"
         print(f"{name}: {len(windows)} windows, {sum(map(len, seqs)):,} tokens; {what} {gb:.2f} GB -> {fate}")
         if self.cached and self.top:
             self.store = engine.trunk_states(lm, seqs, self.pad, args, name)
