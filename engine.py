@@ -154,6 +154,14 @@ def length_batches(lengths: list[int], max_tokens: int, max_batch: int = 512,
     return batches
 
 
+def pad_rows(items: list[torch.Tensor], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-item (n_i, H) tensors (cached states or features) right-padded with zeros into (B, T, H) on `device`,
+    and their (B, T) mask, as pad_batch gives for token ids."""
+    padded = torch.nn.utils.rnn.pad_sequence([t.to(device) for t in items], batch_first=True)
+    lengths = torch.tensor([len(t) for t in items], device=device)
+    return padded, (torch.arange(padded.shape[1], device=device)[None] < lengths[:, None]).long()
+
+
 def pad_batch(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded ids and their mask, built in a few vectorised ops (not one copy per row)."""
     lengths = torch.tensor([len(s) for s in seqs])

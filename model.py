@@ -79,24 +79,22 @@ def run_blocks(backbone, hidden: torch.Tensor, blocks) -> torch.Tensor:
     return hidden
 
 
-def trunk(backbone, ids: torch.Tensor, k: int) -> torch.Tensor:
-    """The hidden states entering the last k blocks: what --unfreeze-last k caches, since nothing below trains."""
-    return run_blocks(backbone, backbone.embed_tokens(ids), backbone.layers[:len(backbone.layers) - k])
-
-
 class Trunk(nn.Module):
-    """The backbone below its last k blocks, called as the backbone is (input_ids -> .last_hidden_state)."""
+    """The backbone below its last k blocks, called as the backbone is (input_ids -> .last_hidden_state): the
+    states entering the top k, which --unfreeze-last k caches, since nothing below them trains."""
 
     def __init__(self, backbone, k: int):
         super().__init__()
         self.backbone, self.k = backbone, k
 
     def forward(self, input_ids: torch.Tensor) -> SimpleNamespace:
-        return SimpleNamespace(last_hidden_state=trunk(self.backbone, input_ids, self.k))
+        blocks = self.backbone.layers[:len(self.backbone.layers) - self.k]
+        return SimpleNamespace(last_hidden_state=run_blocks(self.backbone, self.backbone.embed_tokens(input_ids),
+                                                            blocks))
 
 
 def top(backbone, hidden: torch.Tensor, k: int) -> torch.Tensor:
-    """The last k blocks and the final norm on trunk states: with trunk(), the whole backbone's output."""
+    """The last k blocks and the final norm on Trunk states: together, the whole backbone's output."""
     hidden = hidden.to(backbone.norm.weight.dtype)  # the trained top runs in fp32
     return backbone.norm(run_blocks(backbone, hidden, backbone.layers[len(backbone.layers) - k:]))
 
@@ -137,12 +135,6 @@ def meta_backbone(name: str) -> nn.Module:
     from transformers import AutoConfig, AutoModel
     with torch.device("meta"):
         return AutoModel.from_config(AutoConfig.from_pretrained(resolve_model(name))).requires_grad_(False)
-
-
-def backbone_params(name: str) -> tuple[int, int]:
-    """(parameters, hidden size) of the bare LlamaModel, from its config alone."""
-    backbone = meta_backbone(name)
-    return n_params(backbone), backbone.config.hidden_size
 
 
 def param_report(backbone: nn.Module, head: nn.Module) -> dict:

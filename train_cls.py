@@ -164,9 +164,7 @@ def main(argv=None) -> int:
 
     def top_pooled(rows, states=states) -> torch.Tensor:
         """--unfreeze-last: pooled outputs of the top blocks on cached trunk states."""
-        x = torch.nn.utils.rnn.pad_sequence([states[i].to(device) for i in rows], batch_first=True)
-        mask = (torch.arange(x.shape[1], device=device)[None] < torch.tensor([len(states[i]) for i in rows],
-                                                                              device=device)[:, None]).long()
+        x, mask = engine.pad_rows([states[i] for i in rows], device)
         return model.pool(model.top(lm.model, x, k), mask, args.pooling).float()
 
     def top_pooled_all(rows, states) -> torch.Tensor:

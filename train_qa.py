@@ -129,7 +129,7 @@ class WindowFeatures:
             return [self.store[i] for i in idx]
         device = next(self.lm.parameters()).device
         if self.cached:
-            states = torch.nn.utils.rnn.pad_sequence([self.store[i].to(device) for i in idx], batch_first=True)
+            states, _ = engine.pad_rows([self.store[i] for i in idx], device)
             hidden = model.top(self.lm.model, states, self.top)
         else:
             ids, _ = engine.pad_batch([self.windows[i].input_ids for i in idx], self.pad, device)
@@ -139,11 +139,8 @@ class WindowFeatures:
 
 def span_logits(head, feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, T) start and end logits over the padded rows; padding gets -inf."""
-    device = head.weight.device
-    x = torch.nn.utils.rnn.pad_sequence([f.to(device) for f in feats], batch_first=True).float()
-    lengths = torch.tensor([len(f) for f in feats], device=device)
-    logits = head(x).masked_fill((torch.arange(x.shape[1], device=device)[None] >= lengths[:, None])[..., None],
-                                 float("-inf"))
+    x, mask = engine.pad_rows(feats, head.weight.device)
+    logits = head(x.float()).masked_fill(~mask.bool()[..., None], float("-inf"))
     return logits[..., 0], logits[..., 1]
 
 

@@ -324,12 +324,14 @@ def compile_check(lm, pad, vocab, lengths, rng, args, device, mfu) -> int:
     then compiled (dynamic=True: one compile serves both; its first pass includes the compile)."""
     qa_len = sample_lengths(lengths["squad_windows"], args.n_qa_windows, rng)
     sst2 = synth(sample_lengths(lengths["sst2_train"], args.n_train, rng), vocab, pad, rng)
-    work = {"squad": (synth(qa_len, vocab, pad, rng), [min(round(lengths["squad_mean_prefix"]), n - 1) for n in qa_len]),
+    prefix = round(lengths["squad_mean_prefix"])
+    work = {"squad": (synth(qa_len, vocab, pad, rng), [min(prefix, n - 1) for n in qa_len]),
             "sst2": (sst2, [len(s) - 1 for s in sst2])}  # sst2: the last token's row, as pooling reads it
     compiled = SimpleNamespace(model=torch.compile(lm.model, dynamic=True))
     rows = []
     for task, side, m in (("squad", "eager", lm), ("squad", "compiled, 1st pass", compiled),
-                          ("squad", "compiled, 2nd pass", compiled), ("sst2", "eager", lm), ("sst2", "compiled", compiled)):
+                          ("squad", "compiled, 2nd pass", compiled), ("sst2", "eager", lm),
+                          ("sst2", "compiled", compiled)):
         seqs, starts = work[task]
         r = ours_qa_pass(m, pad, seqs, starts, args, device)
         tflops, util = mfu(r["tokens"], r["wall_s"])

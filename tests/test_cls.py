@@ -73,7 +73,7 @@ def test_artifacts_feature_cache_and_determinism(tiny, tmp_path, monkeypatch, ti
     info = metrics(run)
     assert set(info["metrics"]) == {"before", "after"}
     assert all(set(m) == METRIC_KEYS for m in info["metrics"].values())
-    backbone = model.backbone_params(str(tiny_llama_folder))[0]  # loaded weights counted as the config says
+    backbone = model.n_params(model.meta_backbone(str(tiny_llama_folder)))  # loaded weights counted as the config says
     assert info["params"] == {"backbone": backbone, "head": 64, "total": backbone + 64, "trainable": 64}
     assert sum(map(sum, info["confusion"])) == 100 and len(info["confusion"]) == 2
     assert info["split"] == {"train": 160, "validation": 40, "test": 100, "seed": 1, "stratify_by": "label"}

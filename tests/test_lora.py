@@ -91,7 +91,7 @@ def test_adapters_add_rank_times_in_plus_out_per_target(tiny_llama_folder):
     want = 2 * sum(3 * (i + o) for i, o in shapes.values())
     report = model.param_report(lm.model, head)
     assert report["adapters"] == want and report["trainable"] == want + 64
-    assert report["backbone"] == model.backbone_params(str(tiny_llama_folder))[0]
+    assert report["backbone"] == model.n_params(model.meta_backbone(str(tiny_llama_folder)))
     assert all(p.dtype == torch.float32 for n, p in lm.model.named_parameters() if lora.is_adapter(n))
 
 

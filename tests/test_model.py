@@ -88,8 +88,8 @@ def test_qa_head_matches_llama_for_question_answering():
 
 
 def test_llama_3_2_1b_parameter_counts():
-    assert model.backbone_params(LLAMA_1B) == (1_235_814_400, 2048)
     backbone = model.meta_backbone(LLAMA_1B)
+    assert (model.n_params(backbone), backbone.config.hidden_size) == (1_235_814_400, 2048)
     assert model.param_report(backbone, model.cls_head(2048, 2)) == \
         {"backbone": 1_235_814_400, "head": 4_096, "total": 1_235_818_496, "trainable": 4_096}
     assert model.param_report(backbone, model.qa_head(2048)) == \

@@ -139,7 +139,7 @@ def test_tiny_run_artifacts_rescoring_eval_run_and_cache(tiny, tmp_path, monkeyp
     assert set(head) == {"weight", "bias"} and head["weight"].shape == (2, 32) and head["bias"].shape == (2,)
     info = metrics(run)
     assert info["task"] == "squad_v2" and set(info["scores"]) == set(info["metrics"]) == {"before", "after"}
-    backbone = model.backbone_params(str(tiny_llama_folder))[0]
+    backbone = model.n_params(model.meta_backbone(str(tiny_llama_folder)))
     assert info["params"] == {"backbone": backbone, "head": 66, "total": backbone + 66, "trainable": 66}
     assert isinstance(info["threshold"], float) and math.isfinite(info["threshold"])
     assert info["split"] == {"train": 48, "validation": 12, "test": 30, "seed": 1, "stratify_by": "has_answer"}
