@@ -24,7 +24,7 @@ demo-qa:  ## SQuAD v2 head on the embedded SmolLM2, offline, on the bundled arti
 	  --eval-file data/samples/squad_test.json --zero-shot --run-name demo-squad
 
 RUN ?= latest
-eval-squad:  ## re-score a trained QA run (RUN=runs/NAME; default the latest) and write preds/na_prob
+eval-squad:  ## re-score a trained QA run (RUN=runs/NAME; default the latest) into RUN/eval/ (preds, na_prob, metrics)
 	$(PYTHON) train_qa.py --eval-run $(RUN)
 
 report:  ## REPORT.md (+ REPORT_files/*.png) from the latest classification and QA runs

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from huggingface_hub import try_to_load_from_cache
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
@@ -268,10 +269,12 @@ def feature_cache_path(args, lm, seqs: list[list[int]], **more) -> Path:
 
 
 def model_fingerprint(path: str) -> str:
-    """Identity of a model's weights: the Hub revision for Hub ids, file sizes and mtimes for local folders."""
+    """Identity of a model's weights: for a Hub id the commit of the snapshot in the Hub cache (what
+    from_pretrained loaded: a new revision of the repo gets new features), file sizes and mtimes for local folders."""
     folder = Path(path)
     if not folder.is_dir():
-        return path
+        snapshot = try_to_load_from_cache(path, "config.json")
+        return f"{path}@{Path(snapshot).parent.name}" if isinstance(snapshot, str) else path
     files = sorted(f for f in folder.iterdir() if f.suffix in (".safetensors", ".json", ".bin"))
     return ";".join(f"{f.name}:{f.stat().st_size}:{int(f.stat().st_mtime)}" for f in files)
 
@@ -387,12 +390,13 @@ def fit(head: torch.nn.Module, epoch_batches: Callable[[int], list], loss_fn: Ca
     ckpt, log = run_dir / "ckpt.pt", run_dir / "log.jsonl"
     rows, first = [], 0
     if getattr(args, "resume", False) and ckpt.exists():
-        state = torch.load(ckpt, weights_only=False)
+        # onto this rank's device, whichever device wrote it (another GPU, or a GPU run resumed on a CPU)
+        state = torch.load(ckpt, map_location=device, weights_only=False)
         lora.check_same(state["trained"], params, ckpt)
         assign(params, state["trained"])
         for obj, key in ((opt, "opt"), (sched, "sched"), (scaler, "scaler")):
             obj.load_state_dict(state[key])
-        torch.set_rng_state(state["rng"])
+        set_rng_state(state, device)
         ema, rows, first = state["ema"], state["rows"], state["epoch"]
         print(f"resumed from {ckpt} after epoch {first}")
         if ema is not None and first >= args.epochs:  # a finished run: keep the averaged weights it ended with
@@ -442,12 +446,25 @@ def fit(head: torch.nn.Module, epoch_batches: Callable[[int], list], loss_fn: Ca
         if is_main():
             write_atomic(log, "".join(json.dumps(r) + "\n" for r in rows))
             torch.save({"trained": trained, "opt": opt.state_dict(), "sched": sched.state_dict(),
-                        "scaler": scaler.state_dict(), "ema": ema, "rng": torch.get_rng_state(), "rows": rows,
+                        "scaler": scaler.state_dict(), "ema": ema, **rng_state(device), "rows": rows,
                         "epoch": epoch + 1}, ckpt.with_suffix(".tmp"))
             os.replace(ckpt.with_suffix(".tmp"), ckpt)
         if epoch + 1 < args.epochs:
             assign(params, trained)
+    parts.eval()  # also when a finished run resumes and no epoch ran: evaluation never sees dropout
     return rows
+
+
+def rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    """The generators a resumed run must continue: the CPU's, and this GPU's (dropout in LoRA runs on it)."""
+    return {"rng": torch.get_rng_state(), **({"cuda_rng": torch.cuda.get_rng_state(device)}
+                                             if device.type == "cuda" else {})}
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["rng"].cpu())  # map_location moved it; the CPU generator takes a CPU tensor
+    if device.type == "cuda" and "cuda_rng" in state:
+        torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
 
 
 @torch.no_grad()

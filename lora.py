@@ -72,6 +72,7 @@ def prepare(backbone: nn.Module, args: argparse.Namespace) -> str:
     backbone.requires_grad_(False)
     if args.lora_rank:
         add_adapters(backbone, args.lora_rank, args.lora_alpha, args.lora_dropout, args.lora_targets.split(","))
+        backbone.eval()  # new modules start in training mode (dropout on); fit switches modes itself
         what = f"LoRA adapters (r={args.lora_rank}, alpha={args.lora_alpha:g}) on {args.lora_targets} and the head"
     elif args.unfreeze_last:
         unfreeze_last(backbone, args.unfreeze_last)

@@ -13,6 +13,7 @@ import smollm2
 from data.fetch import write_atomic
 
 DEFAULT_MODEL = "meta-llama/Llama-3.2-1B"
+EXPORT_DTYPE = torch.float32
 
 
 def resolve_model(name: str) -> str:
@@ -155,10 +156,13 @@ def export(out_dir: Path, model_name: str, task: str, head: nn.Linear, tokenizer
     task 'cls' -> LlamaForSequenceClassification (pools the rightmost non-pad token: our 'last' pooling);
     task 'qa'  -> LlamaForQuestionAnswering, whose backbone attribute is `transformer`, not `model`:
     we fill it explicitly, since from_pretrained on a plain Llama checkpoint would leave it random.
+
+    The export is fp32 (EXPORT_DTYPE, recorded in its config): the head, unfrozen blocks and LoRA updates trained
+    in fp32, and rounding them to a bf16 checkpoint's dtype would lose most of their small updates.
     """
     from transformers import AutoModel, LlamaForQuestionAnswering, LlamaForSequenceClassification
     path = resolve_model(model_name)
-    base = AutoModel.from_pretrained(path)  # checkpoint dtype, not our compute dtype
+    base = AutoModel.from_pretrained(path, dtype=EXPORT_DTYPE)
     if backbone is not None:
         lora.merge_into(base, backbone)
     config = base.config
@@ -174,7 +178,7 @@ def export(out_dir: Path, model_name: str, task: str, head: nn.Linear, tokenizer
     with torch.device("meta"):
         full = cls(config)
     full.base_model.load_state_dict(base.state_dict(), assign=True)
-    setattr(full, "score" if task == "cls" else "qa_outputs", head.to("cpu", config.dtype or torch.float32))
+    setattr(full, "score" if task == "cls" else "qa_outputs", head.to("cpu", EXPORT_DTYPE))
     full.eval()
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + f".{os.getpid()}.tmp")

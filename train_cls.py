@@ -40,7 +40,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--label-column", default="label")
     p.add_argument("--max-length", type=int, default=256, help="longer sentences are truncated (and counted)")
     p.add_argument("--pooling", choices=["last", "mean"], default="last")
-    return engine.parse(p, argv)
+    args = engine.parse(p, argv)
+    if args.pooling == "mean" and (args.export or args.push_full):
+        p.error("--pooling mean cannot be exported: LlamaForSequenceClassification reads the last token, so the "
+                "export would disagree with the run; use --pooling last, or keep the run folder's head")
+    return args
 
 
 def load_data(args):

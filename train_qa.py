@@ -346,9 +346,10 @@ def evaluate_run(args) -> int:
     span, diff, _ = predict(head, source, test, args)
     preds, na_prob = predictions(span, diff, info["threshold"])
     result = squad_scores(test, preds, na_prob)
-    write_predictions(run_dir, test, preds, na_prob)
-    write_atomic(run_dir / "eval_metrics.json", json.dumps(result, indent=1))
-    print_results({"after": result}, len(test), info["threshold"], run_dir)
+    out = run_dir / "eval"  # beside the run's own files, which stay as training wrote them
+    write_predictions(out, test, preds, na_prob)
+    write_atomic(out / "metrics.json", json.dumps(result, indent=1))
+    print_results({"after": result}, len(test), info["threshold"], out)
     return 0
 
 

@@ -1,16 +1,23 @@
-"""Corpus BLEU with the semantics of the project's reference numbers (metric-cases): Hugging
-Face evaluate's "bleu" fed sacrebleu's 13a tokenizer, which returns the tokenised line as ONE
-string, so the n-grams (orders 1-4) and lengths are over its characters, spaces included.
-(Current evaluate splits that string into words; its numbers then differ from the reference.)
-No smoothing, each item's n-gram counts clipped by the max count over its references, and the
-brevity penalty taken against each item's SHORTEST reference."""
+"""Corpus BLEU with the semantics of Hugging Face evaluate's "bleu" (the project's reference
+numbers, metric-cases): each text goes through the 13a tokenizer's rules (mteval-v13a.pl, as in
+sacrebleu) and is then split on whitespace into WORD tokens, as evaluate's copy of the 13a
+tokenizer does. N-grams of orders 1..max_order (default 4) are over those words, and
+translation_length / reference_length count words. Corpus BLEU: the clipped n-gram matches and
+the possible n-grams are summed over all items before the precisions are taken (not a mean of
+sentence scores); each item's counts are clipped by the max count of that n-gram over its
+references, and its reference length is its SHORTEST reference's. No smoothing.
+
+Edge cases: an order with no possible n-grams in the whole corpus (every prediction shorter than
+that order) has precision 0.0, and any precision 0.0 makes BLEU 0.0, as in evaluate. Where
+evaluate would divide by zero: every prediction empty gives length_ratio 0.0, brevity_penalty 0.0
+and BLEU 0.0; every reference empty (after tokenisation) is refused with MetricsInputError."""
 import math
 import re
 from collections import Counter
 
 from metrics import MetricsInputError, reference_lists
 
-# sacrebleu's tokenizer_13a (mteval-v13a.pl), applied in order
+# the 13a tokenizer's rules (mteval-v13a.pl), applied in order
 _13A_RULES = [
     (re.compile(r"([\{-\~\[-\` -\&\(-\+\:-\@\/])"), r" \1 "),  # punctuation and symbols
     (re.compile(r"([^0-9])([\.,])"), r"\1 \2 "),  # period and comma unless after a digit
@@ -20,6 +27,7 @@ _13A_RULES = [
 
 
 def tokenize_13a(text: str) -> str:
+    """The 13a-tokenised line, its tokens joined by single spaces; .split() gives the words."""
     text = text.replace("<skipped>", "").replace("-\n", "").replace("\n", " ")
     if "&" in text:
         text = text.replace("&quot;", '"').replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">")
@@ -29,28 +37,33 @@ def tokenize_13a(text: str) -> str:
     return " ".join(text.split())
 
 
-def ngram_counts(text: str, max_order: int) -> Counter:
-    return Counter(text[i:i + n] for n in range(1, max_order + 1) for i in range(len(text) - n + 1))
+def words_13a(text: str) -> list[str]:
+    """The word tokens BLEU counts: the 13a-tokenised line split on whitespace."""
+    return tokenize_13a(text).split()
+
+
+def ngram_counts(words: list[str], max_order: int) -> Counter:
+    """How often each n-gram (a tuple of words) of orders 1..max_order occurs."""
+    return Counter(tuple(words[i:i + n]) for n in range(1, max_order + 1) for i in range(len(words) - n + 1))
 
 
 def bleu(predictions: list[str], references: list, max_order: int = 4) -> dict:
-    """BLEU of predictions[i] against references[i] (a string or a list of strings), with
-    evaluate's keys. Where evaluate would divide by zero: every prediction empty gives
-    brevity_penalty 0.0, every reference empty is refused."""
+    """Corpus BLEU of predictions[i] against references[i] (a string or a list of strings),
+    with evaluate's keys; see the module docstring for the semantics and edge cases."""
     matches, possible = [0] * max_order, [0] * max_order
     translation_length = reference_length = 0
     for prediction, refs in zip(predictions, reference_lists(predictions, references)):
-        text = tokenize_13a(prediction)
-        ref_texts = [tokenize_13a(r) for r in refs]
-        translation_length += len(text)
-        reference_length += min(map(len, ref_texts))
+        words = words_13a(prediction)
+        ref_words = [words_13a(r) for r in refs]
+        translation_length += len(words)
+        reference_length += min(map(len, ref_words))
         max_ref_counts = Counter()
-        for r in ref_texts:
-            max_ref_counts |= ngram_counts(r, max_order)
-        for ngram, count in (ngram_counts(text, max_order) & max_ref_counts).items():
+        for r in ref_words:
+            max_ref_counts |= ngram_counts(r, max_order)  # | keeps the max count of each n-gram
+        for ngram, count in (ngram_counts(words, max_order) & max_ref_counts).items():  # & clips
             matches[len(ngram) - 1] += count
         for n in range(1, max_order + 1):
-            possible[n - 1] += max(len(text) - n + 1, 0)
+            possible[n - 1] += max(len(words) - n + 1, 0)
     if reference_length == 0:
         raise MetricsInputError("BLEU: every reference is empty")
     precisions = [m / p if p else 0.0 for m, p in zip(matches, possible)]

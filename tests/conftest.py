@@ -34,3 +34,15 @@ def tiny_llama_folder(tmp_path_factory, smollm2_tokenizer) -> Path:
     LlamaForCausalLM(config).save_pretrained(folder)
     smollm2_tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_bf16_folder(tmp_path_factory, tiny_llama_folder) -> Path:
+    """The tiny Llama saved in bfloat16, as Llama 3.2 ships: exports must not round what trained in fp32 to it."""
+    from transformers import LlamaForCausalLM
+    folder = tmp_path_factory.mktemp("tiny-llama-bf16")
+    LlamaForCausalLM.from_pretrained(tiny_llama_folder, dtype=torch.bfloat16).save_pretrained(folder)
+    for f in tiny_llama_folder.iterdir():
+        if "token" in f.name or f.name.endswith(".jinja"):
+            (folder / f.name).write_bytes(f.read_bytes())
+    return folder

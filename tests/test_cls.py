@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 import engine
@@ -112,6 +113,22 @@ def test_crash_then_resume_matches_an_uninterrupted_run(tiny):
     for split, m in metrics(straight)["metrics"].items():
         assert metrics(resumed)["metrics"][split] == pytest.approx(m, abs=1e-6)
     assert head(resumed).equal(head(straight))
+
+
+def test_resume_of_a_checkpoint_written_on_another_device(tiny, monkeypatch):
+    """A GPU run resumed on this CPU: every tensor of its ckpt.pt says cuda:1, as a rank-1 GPU run's would."""
+    _, straight = tiny("--epochs", "3", name="straight")
+    with crash_in_epoch(2):
+        tiny("--epochs", "3", name="gpu")
+    ckpt = straight.parent / "gpu" / "ckpt.pt"
+    state = torch.load(ckpt, weights_only=False)
+    with monkeypatch.context() as m:
+        m.setattr(torch.serialization, "location_tag", lambda storage: "cuda:1")
+        torch.save(state, ckpt)
+    with pytest.raises(RuntimeError, match="CUDA"):  # what loading it without map_location does here
+        torch.load(ckpt, weights_only=False)
+    rc, resumed = tiny("--epochs", "3", "--resume", name="gpu")
+    assert rc == 0 and log(resumed) == log(straight) and head(resumed).equal(head(straight))
 
 
 def test_resume_of_a_finished_run_changes_nothing(tiny):

@@ -185,21 +185,29 @@ def test_cls_cli_adapters_and_merged_export(tmp_path, sst2, tiny_llama_folder, c
     assert (unmerged - ours).abs().max() > 1e-4  # the exported backbone is the trained one, not the base
 
 
-def test_qa_cli_merged_export_gives_our_logits(tmp_path, monkeypatch, tiny_llama_folder):
-    from transformers import AutoModelForQuestionAnswering
-    monkeypatch.setenv("LLAMA_HEADS_CACHE", str(tmp_path / "cache"))
-    run, export, flags = tmp_path / "runs" / "qa", tmp_path / "export", ["--lora-rank", "4"]
-    assert train_qa.main(["--model", str(tiny_llama_folder), "--train-file", str(SAMPLES / "squad_train.json"),
+def qa_cli(folder, tmp_path, *flags, name="qa"):
+    return train_qa.main(["--model", str(folder), "--train-file", str(SAMPLES / "squad_train.json"),
                           "--eval-file", str(SAMPLES / "squad_test.json"), "--max-train-examples", "30",
                           "--max-eval-examples", "10", "--epochs", "1", "--dtype", "fp32", "--runs-dir",
-                          str(tmp_path / "runs"), "--run-name", "qa", *flags, "--export", str(export), "--merge"]) == 0
-    lm, tok = model.load_backbone(str(tiny_llama_folder), CPU, torch.float32)
+                          str(tmp_path / "runs"), "--run-name", name, *flags])
+
+
+@pytest.mark.parametrize("flags", [["--lora-rank", "4", "--merge"], ["--unfreeze-last", "1", "--backbone-lr", "1e-3"]],
+                         ids=["lora", "unfreeze-last-1"])
+def test_qa_cli_export_of_a_bf16_checkpoint_gives_our_logits(tmp_path, monkeypatch, tiny_llama_bf16_folder, flags):
+    """The run trains in fp32 on a bf16 checkpoint; the export keeps fp32, so the trained updates survive."""
+    from transformers import AutoModelForQuestionAnswering
+    monkeypatch.setenv("LLAMA_HEADS_CACHE", str(tmp_path / "cache"))
+    run, export = tmp_path / "runs" / "qa", tmp_path / "export"
+    assert qa_cli(tiny_llama_bf16_folder, tmp_path, *flags, "--export", str(export)) == 0
+    lm, tok = model.load_backbone(str(tiny_llama_bf16_folder), CPU, torch.float32)
     head = model.qa_head(lm.config.hidden_size)
     lora.prepare(lm.model, train_qa.parse_args(flags))
     lora.load_trained(lm.model, head, run / "adapters.safetensors")
     seqs, _ = train_cls.tokenize(tok, SENTENCES, 256)
     ids, mask = engine.pad_batch(seqs, tok.pad_token_id, CPU)
-    merged = AutoModelForQuestionAnswering.from_pretrained(export, dtype=torch.float32).eval()
+    merged = AutoModelForQuestionAnswering.from_pretrained(export, dtype="auto").eval()
+    assert merged.dtype == model.EXPORT_DTYPE  # recorded in the export's config
     with torch.no_grad():
         ours = head(lm.model.eval()(input_ids=ids, attention_mask=mask).last_hidden_state)
         out = merged(input_ids=ids, attention_mask=mask)
@@ -208,8 +216,49 @@ def test_qa_cli_merged_export_gives_our_logits(tmp_path, monkeypatch, tiny_llama
     torch.testing.assert_close(out.end_logits[real], ours[..., 1][real], atol=1e-5, rtol=0)
 
     assert train_qa.main(["--eval-run", str(run)]) == 0  # re-scored with its adapters: the same test numbers
-    rescored = json.loads((run / "eval_metrics.json").read_text())
+    rescored = json.loads((run / "eval" / "metrics.json").read_text())
     assert rescored == json.loads((run / "metrics.json").read_text())["scores"]["after"]
+
+
+def test_evaluation_runs_without_lora_dropout(tmp_path, monkeypatch, tiny_llama_folder):
+    """--lora-dropout 0.5: --eval-run (twice) and --resume of the finished run predict what the run did."""
+    monkeypatch.setenv("LLAMA_HEADS_CACHE", str(tmp_path / "cache"))
+    flags, run = ["--lora-rank", "4", "--lora-dropout", "0.5", "--backbone-lr", "1e-2"], tmp_path / "runs" / "qa"
+
+    def outputs(folder):
+        return [json.loads((folder / f).read_text()) for f in ("preds.json", "na_prob.json")]
+    assert qa_cli(tiny_llama_folder, tmp_path, *flags) == 0
+    own = outputs(run)
+    trained = load_file(run / "adapters.safetensors")
+    assert max(t.abs().max() for n, t in trained.items() if ".lora_b." in n) > 1e-3  # dropout would matter
+    for _ in range(2):
+        assert train_qa.main(["--eval-run", str(run)]) == 0
+        assert outputs(run / "eval") == own
+    assert qa_cli(tiny_llama_folder, tmp_path, *flags, "--resume") == 0
+    assert outputs(run) == own
+
+
+@pytest.mark.parametrize("flags", [[], ["--unfreeze-last", "1", "--backbone-lr", "1e-3"], ["--lora-rank", "4", "--merge"]],
+                         ids=["head", "unfreeze-last-1", "lora"])
+def test_cls_export_of_a_bf16_checkpoint_gives_our_logits(tmp_path, sst2, tiny_llama_bf16_folder, flags):
+    """Every training mode: the export (fp32, recorded) reproduces the run's logits on a bf16 base checkpoint."""
+    from transformers import AutoModelForSequenceClassification
+    run, export = tmp_path / "runs" / "run", tmp_path / "export"
+    assert train_cls.main(["--model", str(tiny_llama_bf16_folder), "--data-dir", str(sst2), "--dtype", "fp32",
+                           "--epochs", "1", "--runs-dir", str(tmp_path / "runs"), "--run-name", "run", *flags,
+                           "--export", str(export)]) == 0
+    if flags:
+        _, lm, tok, head = adapted(tiny_llama_bf16_folder, run, flags)
+    else:
+        _, lm, tok, head = setup(tiny_llama_bf16_folder)
+        head.load_state_dict(load_file(run / "head.safetensors"))
+    exported = AutoModelForSequenceClassification.from_pretrained(export, dtype="auto").eval()
+    assert exported.dtype == model.EXPORT_DTYPE
+    seqs, _ = train_cls.tokenize(tok, SENTENCES, 256)
+    ids, mask = engine.pad_batch(seqs, tok.pad_token_id, CPU)
+    with torch.no_grad():
+        torch.testing.assert_close(exported(input_ids=ids, attention_mask=mask).logits, logits(lm, tok, head),
+                                   atol=1e-5, rtol=0)
 
 
 def test_lora_crash_then_resume_matches_an_uninterrupted_run(tmp_path, sst2, tiny_llama_folder):
@@ -234,7 +283,8 @@ def test_lora_crash_then_resume_matches_an_uninterrupted_run(tmp_path, sst2, tin
     (["--lora-rank", "8", "--unfreeze-last", "2"], "not allowed with argument"),
     (["--lora-rank", "8", "--export", "out"], "needs --merge"),
     (["--grad-accum", "0"], "--grad-accum must be at least 1"),
-], ids=["lora-and-unfreeze", "export-without-merge", "grad-accum-0"])
+    (["--pooling", "mean", "--export", "out"], "--pooling mean cannot be exported"),
+], ids=["lora-and-unfreeze", "export-without-merge", "grad-accum-0", "export-mean-pooling"])
 def test_contradicting_flags_are_refused(capsys, flags, words):
     with pytest.raises(SystemExit) as e:
         train_cls.parse_args(flags)
@@ -293,7 +343,7 @@ def test_unfrozen_top_on_cached_trunk_trains_like_full_passes(tmp_path, monkeypa
     for stage in ("before", "after"):
         assert result["auto"]["metrics"][stage]["f1"] == pytest.approx(result["never"]["metrics"][stage]["f1"])
     assert train_qa.main(["--eval-run", str(tmp_path / "runs" / "auto")]) == 0
-    rescored = json.loads((tmp_path / "runs" / "auto" / "eval_metrics.json").read_text())
+    rescored = json.loads((tmp_path / "runs" / "auto" / "eval" / "metrics.json").read_text())
     assert rescored == result["auto"]["scores"]["after"]
 
 

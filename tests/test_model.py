@@ -2,6 +2,7 @@
 length batching and the resumable feature cache."""
 import itertools
 import json
+import os
 import random
 import subprocess
 import sys
@@ -288,6 +289,32 @@ def test_cached_features_resume_after_interruption(tmp_path, seqs):
     assert resumed == [order[4:8], order[8:]]  # only the chunks that were not saved
     assert_in_input_order(feats, seqs)
     assert path.exists() and not path.with_suffix(".parts").exists()
+
+
+def test_a_new_hub_revision_misses_the_old_features(tmp_path, tiny_llama_folder):
+    """--model org/name read from a Hub cache (offline): the cache key holds the snapshot's commit."""
+    import shutil
+    repo, data = tmp_path / "hub" / "models--org--tiny", tmp_path / "data"
+    data.mkdir()
+    for name, copies in (("train.tsv", 5), ("dev.tsv", 2)):
+        (data / name).write_text("sentence\tlabel\n" + "".join(f"{s}\t{i % 2}\n"
+                                                                  for i, s in enumerate(SENTENCES * copies)))
+
+    def run_at(revision: str) -> set[str]:
+        shutil.copytree(tiny_llama_folder, repo / "snapshots" / revision, dirs_exist_ok=True)
+        (repo / "refs").mkdir(parents=True, exist_ok=True)
+        (repo / "refs" / "main").write_text(revision)
+        out = subprocess.run([sys.executable, "train_cls.py", "--model", "org/tiny", "--data-dir", str(data),
+                              "--epochs", "1", "--runs-dir", str(tmp_path / "runs"), "--run-name", revision[:4]],
+                             cwd=ROOT, capture_output=True, text=True, timeout=300,
+                             env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub"),
+                                  "LLAMA_HEADS_CACHE": str(tmp_path / "cache"), "TQDM_DISABLE": "1"})
+        assert out.returncode == 0, out.stderr[-2000:]
+        return {f.name for f in (tmp_path / "cache" / "features").iterdir()}
+    old = run_at("a" * 40)
+    assert len(old) == 2  # train and test
+    new = run_at("b" * 40)
+    assert len(new) == 4 and old < new  # the new revision computed its own features
 
 
 def test_cached_features_variable_length_items(tmp_path):

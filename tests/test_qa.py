@@ -176,10 +176,9 @@ def test_tiny_run_artifacts_rescoring_eval_run_and_cache(tiny, tmp_path, monkeyp
     assert read(again, "preds.json") == preds and read(again, "na_prob.json") == na_prob
 
     # --eval-run: the saved head and threshold on the saved test set reproduce the after-scores
-    (run / "preds.json").unlink()
     assert train_qa.main(["--eval-run", str(run)]) == 0
-    assert read(run, "eval_metrics.json") == info["scores"]["after"]
-    assert read(run, "preds.json") == preds and read(run, "na_prob.json") == na_prob
+    assert read(run / "eval", "metrics.json") == info["scores"]["after"]
+    assert read(run / "eval", "preds.json") == preds and read(run / "eval", "na_prob.json") == na_prob
 
 
 def test_uncached_features_match_cached(tiny, tmp_path, monkeypatch):
