@@ -7,11 +7,15 @@ import json
 import re
 import shlex
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from data.fetch import write_atomic
 from huggingface_hub import HfApi, get_token
 from huggingface_hub.errors import HfHubHTTPError, HTTPError, LocalTokenNotFoundError
+
+from data.fetch import write_atomic
+from rundir import strict_json
+from tables import fmt, markdown
 
 CARD_INFO = "card.json"  # the card's source, kept next to README.md so a retry regenerates the same card
 HEAD_FILES = ["config.json", "head.safetensors", "adapters.safetensors", "metrics.json", "log.jsonl", "README.md"]
@@ -28,12 +32,6 @@ HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")  # a local path is no valid `base_mod
 
 class PushError(RuntimeError):
     pass
-
-
-def fmt(v) -> str:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return str(v)
-    return f"{v:.4f}" if isinstance(v, float) else f"{v:,}"
 
 
 def model_card(info: dict) -> str:
@@ -56,7 +54,7 @@ def model_card(info: dict) -> str:
     out = yaml + ["---", "", f"# {task['name']} head on {base or 'a frozen Llama'}", "",
                   (f"A head for {task['name']}, trained on top of a frozen `{base or 'Llama'}`: only the head was "
                    "trained, the backbone weights are the base model's, unchanged. "
-                   if info.get("trained", "the head") == "the head" else
+                   if run_mode(info) == "head" else
                    f"A model for {task['name']} fine-tuned from `{base or 'Llama'}`: trained were "
                    f"{info['trained']}; every other weight is the base model's. ")
                   + ("This repo holds the full transformers checkpoint (backbone + head)." if full else
@@ -69,12 +67,10 @@ def model_card(info: dict) -> str:
     rows = {k: (info.get("metrics") or {}).get(k) for k in ROWS}
     rows = {k: {m: v for m, v in r.items() if isinstance(v, (int, float))} for k, r in rows.items() if r}
     if names := list(dict.fromkeys(m for r in rows.values() for m in r)):  # union, in order of appearance
-        out += ["", "## Metrics", "", "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-        out += [f"| {ROWS[k]} | " + " | ".join(fmt(r[m]) if m in r else "-" for m in names) + " |"
-                for k, r in rows.items()]
+        out += ["", "## Metrics", ""] + markdown([""] + names, [[ROWS[k]] + [fmt(r.get(m)) for m in names]
+                                                                for k, r in rows.items()])
     if params := info.get("params"):
-        out += ["", "## Parameters", "", "| | count |", "|---|---|"]
-        out += [f"| {k} | {fmt(v)} |" for k, v in params.items()]
+        out += ["", "## Parameters", ""] + markdown(["", "count"], [[k, fmt(v)] for k, v in params.items()])
     out += ["", "## How to load", "", "```python"]
     if full:
         out += [f"from transformers import AutoTokenizer, {task['auto']}", "",
@@ -90,9 +86,36 @@ def model_card(info: dict) -> str:
     return "\n".join(out + ["```", ""])
 
 
+def run_mode(info: dict) -> str:
+    """The training mode a run recorded ("head", "top", "lora"); runs from before it was recorded said it in words."""
+    return info.get("mode") or ("head" if info.get("trained", "the head") == "the head" else "trained")
+
+
+@dataclass
+class Push:
+    repo_id: str
+    private: bool = False
+    full: bool = False  # the --export folder instead of the run folder
+
+
+def publish(run, info: dict, push: Push | None, export: Path | None) -> int:
+    """The run's metrics and card source, then the push if asked: the head (run folder) or the full export."""
+    run.write_metrics(info)
+    save_card_info(run.path, info)
+    print(f"artifacts in {run.path}/" + (f"; full checkpoint in {export}/" if export else ""))
+    if push is None:
+        return 0
+    try:
+        print(f"pushed to {push_folder(export if push.full else run.path, push.repo_id, push.private, card_info=info)}")
+    except PushError as e:
+        print(f"error: push failed: {e}")
+        return 1
+    return 0
+
+
 def save_card_info(folder: Path, info: dict) -> None:
     """A run that does not push can call this, so a later `python -m hub push` writes the same card."""
-    write_atomic(folder / CARD_INFO, json.dumps(info, indent=2))
+    write_atomic(folder / CARD_INFO, strict_json(info))
 
 
 def retry_command(folder: Path, repo_id: str, private: bool = False) -> str:

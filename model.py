@@ -1,16 +1,16 @@
 """The Llama backbone, the task heads, pooling, parameter counts and transformers exports."""
-import json
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 import lora
 import smollm2
-from data.fetch import write_atomic
 
 DEFAULT_MODEL = "meta-llama/Llama-3.2-1B"
 EXPORT_DTYPE = torch.float32
@@ -50,12 +50,28 @@ def load_tokenizer(path: str):
     return tokenizer
 
 
+class ModelError(ValueError):
+    """--model names nothing loadable: a missing folder, a corrupt config, truncated weights, a Hub id offline."""
+
+
+@contextmanager
+def loading(name: str):
+    """Turn the ways a model fails to load into one ModelError that says what to pass instead."""
+    try:
+        yield
+    except (OSError, ValueError, SafetensorError) as e:
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise ModelError(f"--model {name}: cannot load it ({why}); pass a folder with config.json, weights and "
+                         "tokenizer files, a Hub id you can reach, or smollm2-135m (embedded)") from None
+
+
 def load_backbone(name: str, device: torch.device, dtype: torch.dtype):
     """(causal LM, tokenizer): frozen, eval mode. Its `.model` is the backbone; its LM head serves zero-shot."""
     from transformers import AutoModelForCausalLM
     path = resolve_model(name)
-    tokenizer = load_tokenizer(path)
-    lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa")
+    with loading(name):
+        tokenizer = load_tokenizer(path)
+        lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa")
     lm.config.pad_token_id = tokenizer.pad_token_id
     lm.requires_grad_(False).eval().to(device)
     if device.type == "cuda":
@@ -134,7 +150,7 @@ def meta_backbone(name: str) -> nn.Module:
     """The bare LlamaModel from its config alone, on the meta device (exact shapes, no weights read); frozen, as
     load_backbone's."""
     from transformers import AutoConfig, AutoModel
-    with torch.device("meta"):
+    with loading(name), torch.device("meta"):
         return AutoModel.from_config(AutoConfig.from_pretrained(resolve_model(name))).requires_grad_(False)
 
 
@@ -164,7 +180,7 @@ def export(out_dir: Path, model_name: str, task: str, head: nn.Linear, tokenizer
     path = resolve_model(model_name)
     base = AutoModel.from_pretrained(path, dtype=EXPORT_DTYPE)
     if backbone is not None:
-        lora.merge_into(base, backbone)
+        merge_into(base, backbone)
     config = base.config
     config.pad_token_id = tokenizer.pad_token_id
     if task == "cls":
@@ -191,6 +207,15 @@ def export(out_dir: Path, model_name: str, task: str, head: nn.Linear, tokenizer
     return out_dir
 
 
-def write_json(path: Path, obj) -> None:
-    """Atomic JSON write: a crash never leaves a half-written file."""
-    write_atomic(path, json.dumps(obj, indent=1) + "\n")
+
+@torch.no_grad()
+def merge_into(base: nn.Module, trained: nn.Module) -> None:
+    """Write what `trained` learned into `base`, the same model fresh from its checkpoint: W + (alpha/r) B A for
+    each adapter (summed in fp32) and every other trained parameter as it is."""
+    for name, m in trained.named_modules():
+        if isinstance(m, lora.LoRALinear):
+            w = base.get_submodule(name).weight
+            w.copy_(w.float() + m.delta().to(w.device))
+    for name, p in trained.named_parameters():
+        if p.requires_grad and not lora.is_adapter(name):
+            base.get_parameter(name).copy_(p)

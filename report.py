@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from data.fetch import write_atomic
+from tables import fmt, markdown
 
 STAGES = {"before": "before (untrained head)", "zero_shot": "zero-shot", "after": "after"}
 # SQuAD v2 scores are percentages (0-100); everything else that is not a count is a fraction or a loss.
@@ -31,18 +32,6 @@ class ReportError(Exception):
 
 def is_qa(run: dict) -> bool:
     return run["task"] == "squad_v2"
-
-
-def fmt(value, percent: bool = False) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return f"{value:.2f}" if percent else f"{value:.4f}"
-
-
-def table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
 
 
 def load_run(run_dir: Path) -> dict:
@@ -72,15 +61,15 @@ def stage_table(run: dict) -> list[str]:
     stages = [s for s in STAGES if s in run["metrics"]]
     header = ["metric"] + [STAGES[s] for s in stages]
     if is_qa(run) and "scores" in run:  # the full metrics.squad result, not just the flat summary
-        return table(header, [[label] + [fmt(run["scores"][s].get(group, run["scores"][s]).get(key),
+        return markdown(header, [[label] + [fmt(run["scores"][s].get(group, run["scores"][s]).get(key),
                                              key in SQUAD_PERCENT) for s in stages] for label, group, key in QA_ROWS])
-    return table(header, [[k] + [fmt(run["metrics"][s].get(k), is_qa(run) and k in SQUAD_PERCENT) for s in stages]
+    return markdown(header, [[k] + [fmt(run["metrics"][s].get(k), is_qa(run) and k in SQUAD_PERCENT) for s in stages]
                           for k in run["metrics"]["after"]])
 
 
 def param_lines(run: dict) -> list[str]:
     p = run["params"]
-    lines = table(["part", "parameters"], [[k, f"{p[k]:,}"] for k in ("backbone", "head", "total", "trainable")])
+    lines = markdown(["part", "parameters"], [[k, f"{p[k]:,}"] for k in ("backbone", "head", "total", "trainable")])
     if is_qa(run):  # start and end logit per token, each with a bias
         hidden = (p["head"] - 2) // 2
         why = (f"QA head = hidden × 2 + 2 bias = {hidden:,} × 2 + 2 = {p['head']:,}, the same shape as "
@@ -211,7 +200,7 @@ def run_section(run: dict, plt, fig_dir: Path) -> list[str]:
              f"(seed {s['seed']}, stratified by {s['stratify_by']})",
              f"- command: `{run['command']}`", ""]
     keys = list(run["epochs"][0]) if run["epochs"] else []
-    lines += ["### Per-epoch (validation)", ""] + table(
+    lines += ["### Per-epoch (validation)", ""] + markdown(
         keys, [[fmt(r[k], is_qa(run) and k in SQUAD_PERCENT) for k in keys] for r in run["epochs"]])
     lines += ["", "### Test set: before / zero-shot / after", "",
               "_before_: the untrained (randomly initialised) head; _zero-shot_: the language model alone, without "
@@ -224,7 +213,7 @@ def run_section(run: dict, plt, fig_dir: Path) -> list[str]:
         lines += ["", f"No-answer threshold (chosen on validation): {fmt(run.get('threshold'))}"]
     else:
         lines += ["", "### Confusion matrix (test set, after; rows = true, columns = predicted)", ""]
-        lines += table(["true \\ predicted"] + run["labels"],
+        lines += markdown(["true \\ predicted"] + run["labels"],
                        [[label] + [f"{c:,}" for c in row] for label, row in zip(run["labels"], run["confusion"])])
     lines += ["", "### Parameters", ""] + param_lines(run)
     lines += ["", "### Time", ""] + timing_lines(run) + ["", "### Figures", ""]

@@ -10,7 +10,7 @@ SST-2 (data/samples/sst2, a seeded sample of --n-train train rows and --n-test d
         backbone frozen, 3 epochs on the same train rows, then Trainer.predict on the same test rows.
 SQuAD (data/samples/squad_train.json, a seeded sample of --n-qa questions, windows of 384 tokens, stride 128):
   ours  train_qa's pipeline on those windows: backbone features once (train_qa.WindowFeatures, cold cache),
-        then the span head for 3 epochs (engine.fit) -- no evaluation;
+        then the span head for 3 epochs (loop.fit) -- no evaluation;
   peer  Trainer + LlamaForQuestionAnswering, fp32, batch 8, every window padded to 384, backbone frozen:
         1 epoch timed, x3 for 3 epochs.
 Each side runs in its own subprocess (same thread count), one after another. Model conversion is
@@ -117,10 +117,13 @@ def worker_peer_cls(spec: dict) -> dict:
 
 def worker_ours_qa(spec: dict) -> dict:
     torch = _setup(spec)
-    import engine
+    import flags
+    import loop
     import model
     import train_qa
     from data.squad import load_squad, make_windows
+    from modes import Mode
+    from rundir import RunDir
     args = train_qa.parse_args(["--model", spec["model"], "--epochs", str(spec["epochs"]), "--seed", str(spec["seed"]),
                                 "--runs-dir", spec["runs"], "--max-length", str(QA_MAX_LENGTH),
                                 "--doc-stride", str(QA_STRIDE)])
@@ -130,7 +133,8 @@ def worker_ours_qa(spec: dict) -> dict:
     examples = train_qa.subsample(load_squad(spec["squad"]), spec["n_qa"], spec["seed"])
     windows = make_windows(examples, tok, args.max_length, args.doc_stride, args.max_question_tokens)
     t1 = time.perf_counter()
-    source = train_qa.WindowFeatures(lm, tok, windows, args, "train")
+    source = Mode().source(lm, train_qa.window_spec("train", windows, tok.pad_token_id, cache=True),
+                           flags.passes(args))
     feature_s = time.perf_counter() - t1
     torch.manual_seed(args.seed)
     head = model.qa_head(lm.config.hidden_size).to(device)
@@ -142,11 +146,11 @@ def worker_ours_qa(spec: dict) -> dict:
 
     run_dir = Path(spec["runs"]) / "ours-qa"
     run_dir.mkdir(parents=True, exist_ok=True)
-    rows = engine.fit(head, epoch_batches, lambda idx: train_qa.span_loss(head, source, idx), lambda: {},
-                      args, run_dir, device)
+    rows = loop.fit(head, lm.model, epoch_batches, lambda idx: train_qa.span_loss(head, source, windows, idx),
+                    lambda: {}, flags.train_args(args), RunDir(run_dir), device, amp=False)
     end = time.perf_counter()
     return {"wall_s": end - t0, "feature_s": feature_s, "head_s": end - t1 - feature_s, "windows": len(windows),
-            "questions": len(examples), "tokens": sum(len(w.input_ids) for w in windows), "cached": source.cached,
+            "questions": len(examples), "tokens": sum(len(w.input_ids) for w in windows), "cached": source.stored,
             "dtype": str(lm.dtype).removeprefix("torch."), "train_loss": [r["train_loss"] for r in rows]}
 
 

@@ -8,8 +8,8 @@ Measures, in one process:
   0. the device's bf16 matmul ceiling (N^3 products, TFLOP/s);
   1. train_cls's pipeline on SST-2-sized synthetic data (67,349 train + 872 test sentences with SST-2's
      token-length distribution, bench/sst2_lengths.json): pooled features once (train_cls.features: the
-     length-sorted engine.backbone_passes, model.pool, the on-disk cache, cold) and the head for 3 epochs
-     (engine.fit, train_cls's defaults) -- wall time, backbone tok/s, MFU, peak memory;
+     length-sorted features.backbone_passes, model.pool, the on-disk cache, cold) and the head for 3 epochs
+     (loop.fit, train_cls's defaults) -- wall time, backbone tok/s, MFU, peak memory;
   2. the peer: transformers Trainer + LlamaForSequenceClassification, fp32, batch 8, dynamic padding,
      backbone frozen, timed over --peer-steps steps and extrapolated per example to 3 epochs + its eval;
   3. train_qa's backbone pass over 384-token windows (SQuAD-like lengths) vs the peer's Trainer +
@@ -196,9 +196,11 @@ def non_embedding_params(lm) -> int:
 
 def ours_cls(lm, pad, train_seqs, y_train_all, test_seqs, y_test, args, device, work: Path) -> dict:
     """train_cls's pipeline: cold-cache pooled features (train + test), head for args.epochs, test accuracy."""
-    import engine
+    import flags
+    import loop
     import model
     import train_cls
+    from rundir import RunDir
     from data.split import stratified_split
     targs = train_cls.parse_args(["--epochs", str(args.epochs), "--seed", str(args.seed),
                                   "--runs-dir", str(work / "runs"), "--max-tokens", str(args.max_tokens)])
@@ -229,8 +231,8 @@ def ours_cls(lm, pad, train_seqs, y_train_all, test_seqs, y_test, args, device, 
 
     run_dir = work / "runs" / "bench-cls"
     run_dir.mkdir(parents=True, exist_ok=True)
-    engine.fit(head, epoch_batches, lambda b: F.cross_entropy(head(x_train[b]).float(), y_train[b]),
-               evaluate, targs, run_dir, device)
+    loop.fit(head, lm.model, epoch_batches, lambda b: F.cross_entropy(head(x_train[b]).float(), y_train[b]),
+             evaluate, flags.train_args(targs), RunDir(run_dir), device, amp=False)
     with torch.no_grad():
         acc = (head(x_test).argmax(-1) == y_test.to(device)).float().mean().item()
     sync(device)
@@ -241,15 +243,15 @@ def ours_cls(lm, pad, train_seqs, y_train_all, test_seqs, y_test, args, device, 
 
 
 def ours_qa_pass(lm, pad, seqs, starts, args, device) -> dict:
-    """train_qa's backbone pass (its cached-feature compute: length-sorted engine.backbone_passes, the
+    """train_qa's backbone pass (its cached-feature compute: length-sorted features.backbone_passes, the
     context + null rows of each window to host memory), without the disk write."""
-    import engine
+    import features
     reset_peak(device)
     t0 = time.perf_counter()
     rows = 0
-    for _, feats in engine.backbone_features(lm.model, seqs, pad, args.max_tokens, "squad windows",
-                                             lambda b, hidden, _: [hidden[r, starts[i]:len(seqs[i])]
-                                                                   for r, i in enumerate(b)]):
+    for _, feats in features.backbone_features(lm.model, seqs, pad, args.max_tokens, "squad windows",
+                                               lambda b, hidden, _: [hidden[r, starts[i]:len(seqs[i])]
+                                                                     for r, i in enumerate(b)]):
         rows += sum(len(f) for f in feats)
     sync(device)
     return {"wall_s": time.perf_counter() - t0, "tokens": sum(map(len, seqs)), "rows": rows,
@@ -260,22 +262,23 @@ def lora_training(lm, pad, seqs, args, device, checkpoint: bool) -> dict:
     """train_qa --lora-rank 8 (q,k,v,o) on 384-token windows, batch train_qa's 32: what a training step costs
     (forward, backward through the frozen bf16 backbone, AdamW on adapters + head), tok/s and peak memory.
     The adapters are removed again afterwards, so the later phases see the plain backbone."""
-    import engine
+    import flags
     import lora
     import train_cls
+    from batching import length_batches, pad_batch
     targs = train_cls.parse_args(["--lora-rank", "8", "--max-tokens", str(args.max_tokens)]
                                  + (["--grad-checkpoint"] if checkpoint else []))
-    lora.prepare(lm.model, targs)
+    flags.mode(targs).prepare(lm.model)
     try:
         lm.train()
         head = torch.nn.Linear(lm.config.hidden_size, 2).to(device)
         params = [p for p in lm.parameters() if p.requires_grad] + list(head.parameters())
         opt = torch.optim.AdamW(params, lr=1e-4)
-        batches = engine.length_batches([len(s) for s in seqs], max_tokens=10**9, max_batch=32)
+        batches = length_batches([len(s) for s in seqs], max_tokens=10**9, max_batch=32)
         reset_peak(device)
 
         def step(batch):
-            ids, _ = engine.pad_batch([seqs[i] for i in batch], pad, device)
+            ids, _ = pad_batch([seqs[i] for i in batch], pad, device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 hidden = lm.model(input_ids=ids).last_hidden_state
                 loss = head(hidden.float()).float().logsumexp(1).mean()
@@ -307,12 +310,12 @@ def lora_training(lm, pad, seqs, args, device, checkpoint: bool) -> dict:
 
 def profile_features(lm, pad, seqs, args, device) -> None:
     """torch.profiler over train_cls's feature pass: where the time goes, by operator (device and host)."""
-    import engine
+    import features
     from torch.profiler import ProfilerActivity, profile
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
-        for _ in engine.backbone_features(lm.model, seqs, pad, args.max_tokens, "profile",
-                                          lambda b, hidden, mask: list(hidden[:, -1].float().unbind(0))):
+        for _ in features.backbone_features(lm.model, seqs, pad, args.max_tokens, "profile",
+                                            lambda b, hidden, mask: list(hidden[:, -1].float().unbind(0))):
             pass
         sync(device)
     key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"

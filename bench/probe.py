@@ -48,9 +48,9 @@ def main() -> None:
     names = label_names(train_all)
     device = torch.device("cpu")
     lm, tokenizer = model.load_backbone(args.model, device, model.pick_dtype(device, args.dtype))
-    x_all = train_cls.features(lm, tokenizer, train_cls.tokenize(tokenizer, train_all.texts, args.max_length)[0],
+    x_all = train_cls.features(lm, tokenizer, train_cls.tokenize(tokenizer, train_all.texts, args.max_length),
                                args, "train").double()
-    x_test = train_cls.features(lm, tokenizer, train_cls.tokenize(tokenizer, test.texts, args.max_length)[0],
+    x_test = train_cls.features(lm, tokenizer, train_cls.tokenize(tokenizer, test.texts, args.max_length),
                                 args, "test").double()
     y_all, y_test = torch.tensor(encode_labels(train_all, names)), torch.tensor(encode_labels(test, names))
     train_idx, val_idx = stratified_split(train_all.labels, args.val_fraction, args.seed)

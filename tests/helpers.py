@@ -8,7 +8,7 @@ from unittest import mock
 
 import pytest
 
-import engine
+import loop
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,13 +27,13 @@ def assert_one_line_error(out: subprocess.CompletedProcess, *words) -> None:
 
 @contextmanager
 def crash_in_epoch(epoch: int):
-    """Inside the block, engine.fit raises right after logging `epoch`, before its checkpoint (a Ctrl-C
+    """Inside the block, loop.fit raises right after logging `epoch`, before its checkpoint (a Ctrl-C
     there); the block must end in that crash."""
-    print_row = engine.print_row
+    print_row = loop.print_row
 
     def crash(row, header):
         if row["epoch"] == epoch:
             raise RuntimeError("simulated crash")
         print_row(row, header)
-    with mock.patch.object(engine, "print_row", crash), pytest.raises(RuntimeError, match="simulated crash"):
+    with mock.patch.object(loop, "print_row", crash), pytest.raises(RuntimeError, match="simulated crash"):
         yield

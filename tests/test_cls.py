@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import engine
+import features
 import hub
 import model
 from helpers import assert_one_line_error, crash_in_epoch, run_script
@@ -87,7 +87,7 @@ def test_artifacts_feature_cache_and_determinism(tiny, tmp_path, monkeypatch, ti
 
     def no_backbone(*args, **kwargs):
         raise AssertionError("the backbone ran although its features are cached")
-    monkeypatch.setattr(engine, "backbone_passes", no_backbone)
+    monkeypatch.setattr(features, "backbone_passes", no_backbone)
     rc, again = tiny(name="again")
     assert rc == 0
     assert metrics(again)["metrics"] == info["metrics"] and log(again) == rows  # same seed, same numbers

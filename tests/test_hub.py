@@ -74,9 +74,9 @@ def test_card_content():
         assert line in front.splitlines()
     assert "library_name" not in front  # head only: not loadable by transformers alone
     assert INFO["command"] in body and "frozen" in body
-    assert "| | accuracy | f1 | precision | recall |" in body
-    assert "| before (untrained head) | 0.5000 | 0.3333 | - | - |" in body
-    assert "| zero-shot | 0.7123 | 0.7000 | - | - |" in body
+    assert "|  | accuracy | f1 | precision | recall |" in body
+    assert "| before (untrained head) | 0.5000 | 0.3333 | – | – |" in body
+    assert "| zero-shot | 0.7123 | 0.7000 | – | – |" in body
     assert "| after (trained head) | 0.8875 | 0.8873 | 0.9000 | 0.8750 |" in body
     assert "| backbone | 134,515,008 |" in body and "| trainable | 1,730 |" in body
     assert "- train: 800" in body and "- stratify_by: label" in body

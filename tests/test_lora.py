@@ -8,13 +8,17 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-import engine
 import hub
 import lora
+import loop
 import model
+import modes
 import train_cls
-from helpers import crash_in_epoch
 import train_qa
+from batching import pad_batch
+from flags import mode as mode_of, train_args
+from helpers import crash_in_epoch
+from rundir import RunDir, RunError
 
 ROOT = Path(__file__).resolve().parents[1]
 LLAMA_1B = str(ROOT / "bench" / "llama-3.2-1b")
@@ -40,22 +44,23 @@ def setup(folder, *flags, dtype=torch.float32):
     lm, tok = model.load_backbone(str(folder), CPU, dtype)
     torch.manual_seed(0)
     head = model.cls_head(lm.config.hidden_size, 2)
-    lora.prepare(lm.model, args)
+    mode_of(args).prepare(lm.model)
     return args, lm, tok, head
 
 
 def logits(lm, tok, head, texts=SENTENCES) -> torch.Tensor:
-    seqs, _ = train_cls.tokenize(tok, texts, 256)
-    ids, mask = engine.pad_batch(seqs, tok.pad_token_id, CPU)
+    seqs = train_cls.tokenize(tok, texts, 256)
+    ids, mask = pad_batch(seqs, tok.pad_token_id, CPU)
     return head(model.pool(lm.model(input_ids=ids, attention_mask=mask).last_hidden_state, mask).float())
 
 
 def train(args, lm, tok, head, batches: list[list[int]], run_dir: Path) -> None:
-    """engine.fit for one epoch over these batches of SENTENCES, end to end through the backbone."""
+    """loop.fit for one epoch over these batches of SENTENCES, end to end through the backbone."""
     def loss(b):
         return F.cross_entropy(logits(lm, tok, head, [SENTENCES[i] for i in b]), LABELS[b])
     run_dir.mkdir(parents=True, exist_ok=True)
-    engine.fit(head, lambda epoch: batches, loss, lambda: {}, args, run_dir, CPU, backbone=lm.model)
+    loop.fit(head, lm.model, lambda epoch: batches, loss, lambda: {}, train_args(args), RunDir(run_dir), CPU,
+             amp=False)
 
 
 def params(lm, head) -> dict[str, torch.Tensor]:
@@ -147,7 +152,7 @@ def sst2(tmp_path, monkeypatch):
 def adapted(folder, run: Path, flags):
     """Our model rebuilt from a run folder: the base, prepared by the flags, with adapters.safetensors loaded."""
     args, lm, tok, head = setup(folder, *flags)
-    lora.load_trained(lm.model, head, run / "adapters.safetensors")
+    modes.load_trained(lm.model, head, load_file(run / "adapters.safetensors"), run / "adapters.safetensors")
     return args, lm.eval(), tok, head
 
 
@@ -163,7 +168,7 @@ def test_cls_cli_adapters_and_merged_export(tmp_path, sst2, tiny_llama_folder, c
     if flags[0] == "--lora-rank":  # adapters change every block: nothing to cache
         assert "feature cache off" in out and not features.exists()
     else:  # the frozen trunk below the trained block is cached: one file per split
-        assert "cached: the states below the top 1 blocks" in out and len(list(features.iterdir())) == 2
+        assert "cached on disk: the states below the top 1 blocks" in out and len(list(features.iterdir())) == 2
     trained = load_file(run / "adapters.safetensors")
     assert "head.weight" in trained and "adapters.safetensors" in hub.HEAD_FILES
     if flags[0] == "--lora-rank":
@@ -174,8 +179,8 @@ def test_cls_cli_adapters_and_merged_export(tmp_path, sst2, tiny_llama_folder, c
 
     _, lm, tok, head = adapted(tiny_llama_folder, run, flags)
     merged = AutoModelForSequenceClassification.from_pretrained(export, dtype=torch.float32).eval()
-    seqs, _ = train_cls.tokenize(tok, SENTENCES, 256)
-    ids, mask = engine.pad_batch(seqs, tok.pad_token_id, CPU)
+    seqs = train_cls.tokenize(tok, SENTENCES, 256)
+    ids, mask = pad_batch(seqs, tok.pad_token_id, CPU)
     with torch.no_grad():
         ours, theirs = logits(lm, tok, head), merged(input_ids=ids, attention_mask=mask).logits
         base = AutoModelForSequenceClassification.from_pretrained(tiny_llama_folder, dtype=torch.float32)
@@ -202,10 +207,10 @@ def test_qa_cli_export_of_a_bf16_checkpoint_gives_our_logits(tmp_path, monkeypat
     assert qa_cli(tiny_llama_bf16_folder, tmp_path, *flags, "--export", str(export)) == 0
     lm, tok = model.load_backbone(str(tiny_llama_bf16_folder), CPU, torch.float32)
     head = model.qa_head(lm.config.hidden_size)
-    lora.prepare(lm.model, train_qa.parse_args(flags))
-    lora.load_trained(lm.model, head, run / "adapters.safetensors")
-    seqs, _ = train_cls.tokenize(tok, SENTENCES, 256)
-    ids, mask = engine.pad_batch(seqs, tok.pad_token_id, CPU)
+    mode_of(train_qa.parse_args(flags)).prepare(lm.model)
+    modes.load_trained(lm.model, head, load_file(run / "adapters.safetensors"), run / "adapters.safetensors")
+    seqs = train_cls.tokenize(tok, SENTENCES, 256)
+    ids, mask = pad_batch(seqs, tok.pad_token_id, CPU)
     merged = AutoModelForQuestionAnswering.from_pretrained(export, dtype="auto").eval()
     assert merged.dtype == model.EXPORT_DTYPE  # recorded in the export's config
     with torch.no_grad():
@@ -254,8 +259,8 @@ def test_cls_export_of_a_bf16_checkpoint_gives_our_logits(tmp_path, sst2, tiny_l
         head.load_state_dict(load_file(run / "head.safetensors"))
     exported = AutoModelForSequenceClassification.from_pretrained(export, dtype="auto").eval()
     assert exported.dtype == model.EXPORT_DTYPE
-    seqs, _ = train_cls.tokenize(tok, SENTENCES, 256)
-    ids, mask = engine.pad_batch(seqs, tok.pad_token_id, CPU)
+    seqs = train_cls.tokenize(tok, SENTENCES, 256)
+    ids, mask = pad_batch(seqs, tok.pad_token_id, CPU)
     with torch.no_grad():
         torch.testing.assert_close(exported(input_ids=ids, attention_mask=mask).logits, logits(lm, tok, head),
                                    atol=1e-5, rtol=0)
@@ -272,7 +277,7 @@ def test_lora_crash_then_resume_matches_an_uninterrupted_run(tmp_path, sst2, tin
     assert run("crashed", "--resume") == 0
     straight, resumed = (load_file(tmp_path / n / "adapters.safetensors") for n in ("straight", "crashed"))
     assert straight.keys() == resumed.keys() and all(torch.equal(resumed[k], v) for k, v in straight.items())
-    with pytest.raises(lora.TuningError, match="other parameters"):
+    with pytest.raises(RunError, match="--lora-rank was 4, now 2"):
         train_cls.main(["--model", str(tiny_llama_folder), "--data-dir", str(sst2), "--dtype", "fp32", "--epochs",
                         "3", "--lora-rank", "2", "--runs-dir", str(tmp_path), "--run-name", "crashed", "--resume"])
 
@@ -282,7 +287,7 @@ def test_lora_crash_then_resume_matches_an_uninterrupted_run(tmp_path, sst2, tin
 @pytest.mark.parametrize("flags, words", [
     (["--lora-rank", "8", "--unfreeze-last", "2"], "not allowed with argument"),
     (["--lora-rank", "8", "--export", "out"], "needs --merge"),
-    (["--grad-accum", "0"], "--grad-accum must be at least 1"),
+    (["--grad-accum", "0"], "--grad-accum 0: must be at least 1"),
     (["--pooling", "mean", "--export", "out"], "--pooling mean cannot be exported"),
 ], ids=["lora-and-unfreeze", "export-without-merge", "grad-accum-0", "export-mean-pooling"])
 def test_contradicting_flags_are_refused(capsys, flags, words):
@@ -299,7 +304,7 @@ def test_defaults_depend_on_the_mode():
 @pytest.mark.parametrize("flags, words", [(["--lora-rank", "2", "--lora-targets", "q_proj,qkv"], "named qkv"),
                                           (["--unfreeze-last", "3"], "2 decoder blocks")])
 def test_flags_that_do_not_fit_the_model(tiny_llama_folder, flags, words):
-    with pytest.raises(lora.TuningError, match=words):
+    with pytest.raises(modes.TuningError, match=words):
         setup(tiny_llama_folder, *flags)
 
 
@@ -350,8 +355,8 @@ def test_unfrozen_top_on_cached_trunk_trains_like_full_passes(tmp_path, monkeypa
 @pytest.mark.parametrize("k", [1, 2])
 def test_trunk_then_top_is_the_whole_backbone(tiny_llama_folder, k):
     lm, tok = model.load_backbone(str(tiny_llama_folder), CPU, torch.float32)
-    seqs, _ = train_cls.tokenize(tok, SENTENCES, 256)
-    ids, _ = engine.pad_batch(seqs, tok.pad_token_id, CPU)
+    seqs = train_cls.tokenize(tok, SENTENCES, 256)
+    ids, _ = pad_batch(seqs, tok.pad_token_id, CPU)
     with torch.no_grad():
         whole = lm.model(input_ids=ids).last_hidden_state
         split = model.top(lm.model, model.Trunk(lm.model, k)(ids).last_hidden_state, k)

@@ -12,9 +12,11 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-import engine
+import features
 import model
+import modes
 import train_qa
+from flags import passes
 from helpers import assert_one_line_error, run_script
 from data.fetch import DataUnavailable
 from data.squad import load_squad, make_windows, predictions
@@ -52,7 +54,7 @@ def no_backbone(*args, **kwargs):
 
 def test_null_state_and_score_vary_with_the_input_position_0_does_not():
     """Three answerable and three unanswerable questions on six different (short) contexts, one backbone pass
-    of the real SmolLM2 (the pipeline's CPU dtype) through the pipeline's own WindowFeatures. Measured (bf16;
+    of the real SmolLM2 (the pipeline's CPU dtype) through the pipeline's own feature source. Measured (bf16;
     fp32 within 0.05): position 0 identical (max |diff| 0.0); null states pairwise 7.4-11.9 apart (norm 44.4);
     null scores std 0.21 with a random head, 0.65 after 30 steps on these windows, unanswerable 16.46-17.12
     above answerable 15.43-15.84."""
@@ -72,7 +74,8 @@ def test_null_state_and_score_vary_with_the_input_position_0_does_not():
     captured = []
     hook = lm.model.register_forward_hook(lambda mod, inp, out: captured.append(out.last_hidden_state))
     args = train_qa.parse_args(["--model", "smollm2-135m", "--cache-features", "never"])
-    source = train_qa.WindowFeatures(lm, tok, windows, args, "six")
+    source = modes.Mode().source(lm, train_qa.window_spec("six", windows, tok.pad_token_id, cache=False),
+                                 passes(args))
     idx = list(range(6))
     feats = source(idx)  # one padded batch: context rows then the null row of each window
     hook.remove()
@@ -167,7 +170,7 @@ def test_tiny_run_artifacts_rescoring_eval_run_and_cache(tiny, tmp_path, monkeyp
     assert json.loads(out.stdout) == info["scores"]["after"]
 
     # same seed, same numbers; the second run reads every feature from the cache
-    monkeypatch.setattr(engine, "backbone_passes", no_backbone)
+    monkeypatch.setattr(features, "backbone_passes", no_backbone)
     rc, again = tiny(name="again")
     assert rc == 0
     for key in ("scores", "metrics", "threshold", "params", "epochs", "split"):
@@ -192,7 +195,7 @@ def test_uncached_features_match_cached(tiny, tmp_path, monkeypatch):
         lm.model.register_forward_hook(lambda m, a, kw, out: rows.append(len(kw["input_ids"])), with_kwargs=True)
         return lm, tok
     monkeypatch.setattr(model, "load_backbone", counting_backbone)
-    monkeypatch.setattr(engine, "backbone_passes", no_backbone)
+    monkeypatch.setattr(features, "backbone_passes", no_backbone)
     monkeypatch.setenv("LLAMA_HEADS_CACHE", str(tmp_path / "empty-cache"))
     rc, never = tiny("--cache-features", "never", name="never")
     assert rc == 0
@@ -214,12 +217,12 @@ def test_resume_after_an_interrupted_epoch_matches_an_uninterrupted_run(tiny, mo
     _, straight = tiny(name="straight")
     span_loss, in_epoch_2 = train_qa.span_loss, []
 
-    def crash_in_epoch_2(head, source, idx):
+    def crash_in_epoch_2(head, source, windows, idx):
         if (straight.parent / "crashed" / "log.jsonl").exists():  # epoch 1 is logged and checkpointed
             in_epoch_2.append(idx)
             if len(in_epoch_2) == 2:  # the second batch: one step of epoch 2 is taken, then lost
                 raise RuntimeError("simulated crash")
-        return span_loss(head, source, idx)
+        return span_loss(head, source, windows, idx)
     monkeypatch.setattr(train_qa, "span_loss", crash_in_epoch_2)
     with pytest.raises(RuntimeError, match="simulated crash"):
         tiny(name="crashed")
@@ -269,13 +272,15 @@ def test_smollm2_learns_the_null_decision(tmp_path):
     _, test = train_qa.load_sets(args)
     lm, tok = model.load_backbone(args.model, torch.device("cpu"), model.pick_dtype(torch.device("cpu"), args.dtype))
     windows = make_windows(test, tok, args.max_length, args.doc_stride, args.max_question_tokens)
-    source = train_qa.WindowFeatures(lm, tok, windows, args, "test")  # the run's cached features
+    spec = train_qa.window_spec("test", windows, tok.pad_token_id, cache=True)
+    source = modes.Mode().source(lm, spec, passes(args))  # the run's cached features
     torch.manual_seed(args.seed)
     untrained = model.qa_head(lm.config.hidden_size)  # the head main() starts from
     trained = model.qa_head(lm.config.hidden_size)
     trained.load_state_dict(head_of(run))
-    _, _, loss_before = train_qa.predict(untrained, source, test, args)
-    span, diff, loss_after = train_qa.predict(trained, source, test, args)
+    settings = (args.batch_size, args.n_best, args.max_answer_length)
+    _, _, loss_before = train_qa.predict(untrained, source, test, windows, *settings)
+    span, diff, loss_after = train_qa.predict(trained, source, test, windows, *settings)
     assert loss_after < 0.9 * loss_before, (loss_before, loss_after)  # measured 3.36 vs 5.14 (0.65x)
 
     # the run's predictions are those of its head at its threshold; the no-answer probability varies

@@ -1,0 +1,199 @@
+"""Backbone passes over length-sorted batches, and the on-disk cache that makes a frozen backbone run once.
+
+Features are keyed by what determines them (the model's weights, dtype, the token sequences, and what is kept
+of each pass), computed in chunks that are saved as they finish (an interrupted extraction resumes), split
+between torchrun ranks, and reloaded on every later run."""
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+from huggingface_hub import try_to_load_from_cache
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+import distributed
+from batching import length_batches, pad_batch
+from data.fetch import cache_dir
+
+Pick = Callable[[list[int], torch.Tensor, torch.Tensor], list[torch.Tensor]]  # (indices, hidden, mask) -> per item
+
+
+def backbone_passes(backbone, seqs: list[list[int]], pad_id: int, max_tokens: int, desc: str,
+                    order: list[list[int]] | None = None) -> Iterable[tuple[list[int], torch.Tensor, torch.Tensor]]:
+    """Yield (indices, last hidden state, mask) per length-sorted batch, with a tok/s progress bar.
+
+    The batches are right-padded and the model is causal, so no real token ever attends to a pad: the
+    backbone runs without an attention mask, which lets SDPA take its fused causal (flash) kernel."""
+    device = next(backbone.parameters()).device
+    batches = order if order is not None else length_batches([len(s) for s in seqs], max_tokens, max_batch=4096)
+    total = sum(len(seqs[i]) for b in batches for i in b)
+    start = time.perf_counter()
+    with distributed.progress(total=total, desc=desc, unit="tok", unit_scale=True, dynamic_ncols=True) as bar:
+        for batch in batches:
+            ids, mask = pad_batch([seqs[i] for i in batch], pad_id, device)
+            with torch.inference_mode():
+                hidden = backbone(input_ids=ids).last_hidden_state
+            yield batch, hidden, mask
+            bar.update(sum(len(seqs[i]) for i in batch))  # counted on the host: no device sync
+            bar.set_postfix(tok_s=f"{bar.n / (time.perf_counter() - start):,.0f}")
+
+
+_COMPILED: "weakref.WeakKeyDictionary[torch.nn.Module, Callable]" = weakref.WeakKeyDictionary()
+
+
+def feature_module(backbone: torch.nn.Module, compile: bool) -> Callable:
+    """The frozen backbone as feature passes run it: with compile, compiled once per process for dynamic shapes
+    (batches differ in size and length). The module itself stays as it is, so its weights keep their names."""
+    if not compile:
+        return backbone
+    if backbone not in _COMPILED:
+        _COMPILED[backbone] = torch.compile(backbone, dynamic=True)
+    return _COMPILED[backbone]
+
+
+def backbone_features(backbone, seqs: list[list[int]], pad_id: int, max_tokens: int, desc: str, pick: Pick
+                      ) -> Iterable[tuple[list[int], list[torch.Tensor]]]:
+    """Yield (indices, per-item host tensors), where pick(indices, hidden, mask) selects what to keep of a batch.
+
+    On CUDA each batch's picks travel to pinned host memory asynchronously and are yielded one batch late, after
+    the next batch's forward is queued: the copy overlaps compute and the GPU never waits for the host."""
+    pending = None
+    for batch, hidden, mask in backbone_passes(backbone, seqs, pad_id, max_tokens, desc):
+        picked = pick(batch, hidden, mask)
+        sizes = [len(t) for t in picked] if picked[0].dim() > 1 else None
+        packed = torch.cat(picked) if sizes else torch.stack(picked)  # a fresh tensor: hidden can be freed
+        if packed.is_cuda:
+            host = torch.empty(packed.shape, dtype=packed.dtype, pin_memory=True)
+            host.copy_(packed, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record()
+        else:
+            host, done = packed, None
+        if pending:
+            yield _unpack(*pending)
+        pending = batch, host, sizes, done
+    if pending:
+        yield _unpack(*pending)
+
+
+def _unpack(batch, host, sizes, done):
+    if done is not None:
+        done.synchronize()
+    return batch, list(host.split(sizes) if sizes else host.unbind(0))
+
+
+def cache_path(model_path: str, dtype: torch.dtype, seqs: list[list[int]], **more) -> Path:
+    """Where the features of these token sequences live: keyed by the model's weights, the compute dtype, the data
+    and `more` (what each pass keeps: the pooling, the window starts, the trunk depth)."""
+    key = hashlib.sha256(json.dumps(dict(model=model_path, weights=model_fingerprint(model_path), dtype=str(dtype),
+                                         data=data_fingerprint(seqs), **more), sort_keys=True, default=str).encode())
+    return cache_dir() / "features" / f"{key.hexdigest()[:24]}.safetensors"
+
+
+def model_fingerprint(path: str) -> str:
+    """Identity of a model's weights: for a Hub id the commit of the snapshot in the Hub cache (what
+    from_pretrained loaded: a new revision of the repo gets new features), file sizes and mtimes for local folders."""
+    folder = Path(path)
+    if not folder.is_dir():
+        snapshot = try_to_load_from_cache(path, "config.json")
+        return f"{path}@{Path(snapshot).parent.name}" if isinstance(snapshot, str) else path
+    files = sorted(f for f in folder.iterdir() if f.suffix in (".safetensors", ".json", ".bin"))
+    return ";".join(f"{f.name}:{f.stat().st_size}:{int(f.stat().st_mtime)}" for f in files)
+
+
+def data_fingerprint(seqs: list[list[int]]) -> str:
+    h = hashlib.sha256()
+    for s in seqs:
+        h.update(np.asarray(s, dtype=np.int64).tobytes())
+        h.update(b"|")
+    return h.hexdigest()
+
+
+def cached_features(path: Path, seqs: list[list[int]], compute: Callable[[list[int]], Iterable],
+                    chunk: int = 4096) -> list[torch.Tensor]:
+    """Features per sequence, computed once and kept in `path` (safetensors).
+
+    Work is done in length-sorted chunks, each saved as it finishes, so an interrupted extraction
+    resumes where it stopped. `compute(indices)` yields (indices, per-item feature tensors). Under torchrun
+    every rank computes its share of each chunk (every world-th sequence) and saves it; once all shares are on
+    disk (one node, one disk) every rank reads the others', and rank 0 writes the merged file. A file that does
+    not load, or holds another number of items, is said so and computed again.
+    """
+    if (feats := _load(path, len(seqs))) is not None:
+        return feats
+    parts = path.with_suffix(".parts")
+    rank, world = distributed.rank(), distributed.world()
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    feats: list[torch.Tensor | None] = [None] * len(seqs)
+    shares = [(parts / f"{c:05d}.{r}-of-{world}.safetensors", order[lo:lo + chunk][r::world])
+              for c, lo in enumerate(range(0, len(order), chunk)) for r in range(world)]
+    for part, idx in shares[rank::world]:
+        if not idx:
+            continue
+        got = _load(part, len(idx))
+        if got is None:
+            found = {}
+            for batch, batch_feats in compute(idx):
+                found.update(zip(batch, batch_feats))
+            got = [found[i] for i in idx]
+            save_tensors(flatten(got), part)
+        for i, f in zip(idx, got):
+            feats[i] = f
+    distributed.barrier()
+    for part, idx in shares:  # the other ranks' shares
+        if idx and feats[idx[0]] is None:
+            for i, f in zip(idx, unflatten(load_file(part))):
+                feats[i] = f
+    distributed.barrier()  # every rank has read every share before rank 0 removes them
+    if distributed.is_main():
+        save_tensors(flatten(feats), path)
+        shutil.rmtree(parts, ignore_errors=True)  # another process filling the same entry may have removed it
+    return feats
+
+
+def _load(path: Path, n: int) -> list[torch.Tensor] | None:
+    """The items saved in `path`, or None if it is missing; a corrupt file, or one of another size, is removed
+    with a line saying so (it is then recomputed)."""
+    if not path.exists():
+        return None
+    try:
+        items = unflatten(load_file(path))
+        if len(items) == n:
+            return items
+        why = f"holds {len(items)} items, not {n}"
+    except (SafetensorError, OSError, KeyError, RuntimeError) as e:
+        why = f"does not load ({type(e).__name__})"
+    print(f"feature cache {path} {why}: removed, computing it again", file=sys.stderr)
+    path.unlink(missing_ok=True)
+    return None
+
+
+def flatten(items: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    # Variable-length items (QA windows) and fixed ones (pooled vectors) share one flat layout.
+    shapes = torch.tensor([t.shape[0] if t.dim() > 1 else 0 for t in items])
+    flat = torch.cat([t.reshape(-1, t.shape[-1]) for t in items]).contiguous()
+    return {"flat": flat, "lengths": shapes}
+
+
+def unflatten(d: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    lengths = d["lengths"].tolist()
+    if not any(lengths):
+        return list(d["flat"].unbind(0))
+    return list(d["flat"].split(lengths))
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """A safetensors file written atomically (a temp file of this process, renamed): readers and other
+    processes filling the same cache never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_file(tensors, tmp)
+    os.replace(tmp, path)

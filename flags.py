@@ -1,0 +1,170 @@
+"""The command line both scripts share: flags, their checks (before any work), the objects built from them
+(training mode, loop arguments, feature passes), and the one-line errors a user can cause."""
+import argparse
+import math
+import random
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import distributed
+from data.fetch import DataUnavailable
+from data.labelled import DataError
+from data.squad import SquadFormatError
+from hub import Push
+from loop import TrainArgs, TrainingDiverged
+from metrics import MetricsInputError
+from model import DEFAULT_MODEL, ModelError, pick_device, resolve_model
+from modes import LoRA, Mode, Passes, TopBlocks, TuningError
+from rundir import RunError
+
+# what a user can cause: one line on stderr and exit code 2, never a traceback
+USER_ERRORS = (DataError, DataUnavailable, SquadFormatError, MetricsInputError, ModelError, TuningError, RunError,
+               TrainingDiverged)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with the project's error format: one line on stderr, exit code 2, no usage block."""
+
+    def error(self, message: str):
+        print(f"error: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def common_args(p: argparse.ArgumentParser, lr: float, batch_size: int) -> None:
+    """Flags both scripts share: model and precision, the head's optimiser, run folder, export and push."""
+    p.add_argument("--model", default=DEFAULT_MODEL, help="Hub id, local folder, or 'smollm2-135m' (embedded)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--val-fraction", type=float, default=0.2, help="held out of the training data, stratified")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=batch_size)
+    p.add_argument("--lr", type=float, default=lr)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--warmup", type=float, default=0.1, help="fraction of steps")
+    p.add_argument("--schedule", choices=["linear", "cosine"], default="cosine")
+    p.add_argument("--max-grad-norm", type=float, default=1.0)
+    p.add_argument("--ema", type=float, default=0.97, help="weight averaging decay for the head (0: off)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", choices=["auto", "bf16", "fp16", "fp32"], default="auto", help="backbone compute dtype")
+    p.add_argument("--max-tokens", type=int, help="tokens per backbone batch, padding included (default: 32768 on "
+                   "CUDA, where bigger batches keep the GPU busy; 8192 elsewhere)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the frozen feature pass: ~50 s to compile, "
+                   "then ~1.3x faster (H200, bench/RESULTS.md); pays for SQuAD-size data, not for SST-2")
+    p.add_argument("--zero-shot", action="store_true", help="also score the LM's own prompted answers")
+    p.add_argument("--count-params-only", action="store_true", help="print the parameter analysis from the config")
+    p.add_argument("--runs-dir", default="runs")
+    p.add_argument("--run-name", help="default: task, model, mode, epochs, lr and seed")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run of the same name")
+    p.add_argument("--export", help="write a full transformers checkpoint (fp32) to this folder")
+    p.add_argument("--merge", action="store_true", help="with --lora-rank: fold the adapters into the exported weights")
+    p.add_argument("--push-to-hub", metavar="USER/REPO")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--push-full", action="store_true", help="push the full export instead of the head")
+    p.add_argument("--grad-accum", type=int, default=1, metavar="N", help="micro-batches per optimizer step")
+    t = p.add_argument_group("training the backbone too (default: the head alone, on cached features)")
+    mode = t.add_mutually_exclusive_group()
+    mode.add_argument("--lora-rank", type=int, default=0, metavar="R", help="low-rank adapters on --lora-targets")
+    mode.add_argument("--unfreeze-last", type=int, default=0, metavar="K",
+                      help="train the top K decoder blocks and the final norm")
+    t.add_argument("--lora-alpha", type=float, help="the adapters' scale is alpha/R (default: 2R)")
+    t.add_argument("--lora-dropout", type=float, default=0.0)
+    t.add_argument("--lora-targets", default="q_proj,k_proj,v_proj,o_proj",
+                   help="comma list of Linear layer names (e.g. also gate_proj,up_proj,down_proj)")
+    t.add_argument("--backbone-lr", type=float, help="learning rate of what trains in the backbone (--lr stays "
+                   "the head's); default 1e-3 for LoRA, 1e-5 for --unfreeze-last")
+    t.add_argument("--grad-checkpoint", action="store_true",
+                   help="recompute each decoder block's activations in backward: far less memory, ~1/3 more time")
+
+
+def positive(x) -> bool:
+    return x is not None and math.isfinite(x) and x > 0
+
+
+# flag -> (what must hold, how it reads); flags a script lacks, or left at None, are not checked
+CHECKS: dict[str, tuple[Callable, str]] = {
+    **{k: (positive, "a finite number > 0") for k in ("lr", "backbone_lr", "max_grad_norm", "lora_alpha")},
+    **{k: (lambda x: x >= 1, "at least 1") for k in (
+        "epochs", "batch_size", "max_length", "grad_accum", "max_tokens", "doc_stride", "max_question_tokens",
+        "n_best", "max_answer_length", "max_train_examples", "max_eval_examples")},
+    **{k: (lambda x: x >= 0, "at least 0") for k in ("lora_rank", "unfreeze_last")},
+    **{k: (lambda x: 0 < x < 1, "between 0 and 1 (exclusive)") for k in ("val_fraction", "article_split")},
+    **{k: (lambda x: 0 <= x < 1, "in [0, 1)") for k in ("warmup", "ema", "lora_dropout")},
+    **{k: (lambda x: math.isfinite(x) and x >= 0, "a finite number >= 0") for k in ("weight_decay",
+                                                                                  "cache_budget_gb")},
+}
+
+
+def parse(p: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """Parse the flags, refuse what cannot work (before any work is done) and fill the mode-dependent defaults."""
+    args = p.parse_args(argv)
+    if args.lora_rank and args.lora_alpha is None:
+        args.lora_alpha = 2.0 * args.lora_rank
+    if args.backbone_lr is None:
+        args.backbone_lr = 1e-3 if args.lora_rank else 1e-5
+    if args.max_tokens is None:
+        args.max_tokens = 32768 if pick_device(args.device).type == "cuda" else 8192
+    for name, (ok, wants) in CHECKS.items():
+        value = getattr(args, name, None)
+        if value is not None and not ok(value):
+            p.error(f"--{name.replace('_', '-')} {value}: must be {wants}")
+    if args.lora_rank and args.export and not args.merge:
+        p.error("--export with --lora-rank needs --merge: a transformers checkpoint holds no adapters, so they are "
+                "folded into the weights (the run folder's adapters.safetensors keeps them apart)")
+    if args.push_full and not args.export:
+        p.error("--push-full uploads the --export folder; pass --export DIR too")
+    if args.resume and args.overwrite:
+        p.error("--resume continues a run, --overwrite replaces it: pass one")
+    return args
+
+
+def mode(args: argparse.Namespace) -> Mode:
+    """The training mode: the one place that reads --lora-*/--unfreeze-last."""
+    if args.lora_rank:
+        return LoRA(args.lora_rank, args.lora_alpha, args.lora_dropout, args.lora_targets.split(","),
+                    args.grad_checkpoint)
+    if args.unfreeze_last:
+        return TopBlocks(args.unfreeze_last, args.grad_checkpoint)
+    return Mode()
+
+
+def train_args(args: argparse.Namespace) -> TrainArgs:
+    return TrainArgs(epochs=args.epochs, lr=args.lr, backbone_lr=args.backbone_lr, weight_decay=args.weight_decay,
+                     warmup=args.warmup, schedule=args.schedule, max_grad_norm=args.max_grad_norm, ema=args.ema,
+                     grad_accum=args.grad_accum, resume=args.resume)
+
+
+def start(args: argparse.Namespace) -> torch.device:
+    """The device, joined to torchrun's process group when started by torchrun, and every generator seeded."""
+    device = pick_device(args.device)
+    distributed.setup(device)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    return device
+
+
+def push(args: argparse.Namespace) -> Push | None:
+    return Push(args.push_to_hub, args.private, args.push_full) if args.push_to_hub else None
+
+
+def passes(args: argparse.Namespace) -> Passes:
+    return Passes(resolve_model(args.model), args.max_tokens, args.compile)
+
+
+def run_name(args: argparse.Namespace, task: str, mode: Mode) -> Path:
+    """The run folder: --run-name, or a name that says what tells runs apart."""
+    name = args.run_name or f"{task}-{Path(args.model).name}-{mode.name}-e{args.epochs}-lr{args.lr:g}-s{args.seed}"
+    return Path(args.runs_dir) / name
+
+
+def run(main: Callable[[], int]) -> None:
+    """A script's entry point: its exit code, or one line on stderr and exit code 2 for what a user caused."""
+    try:
+        sys.exit(main())
+    except USER_ERRORS as e:
+        print("error: " + " ".join(str(e).split("\n")), file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,144 @@
+"""A run's folder: the one place that names and writes its files (config, metrics, per-epoch log, resume
+checkpoint, head, trained backbone parameters) and decides when an existing folder may be reused."""
+import hashlib
+import json
+import math
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+
+import distributed
+from data.fetch import write_atomic
+from features import save_tensors
+from modes import trained_parameters
+
+# config keys that may change between a run and its --resume: where things go, how fast, what else is scored
+RESUMABLE_CHANGES = {"epochs", "resume", "overwrite", "run_name", "runs_dir", "export", "merge", "push_to_hub",
+                     "private", "push_full", "device", "compile", "max_tokens", "zero_shot", "count_params_only",
+                     "cache_features", "cache_budget_gb", "eval_run"}
+
+
+class RunError(ValueError):
+    """A run folder that cannot be used as asked: it exists, it was made otherwise, or its files are corrupt."""
+
+
+def strict_json(obj) -> str:
+    """JSON any strict parser reads: a non-finite float (a metric of an empty class, a diverged loss) is null."""
+    def clean(x):
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        return x
+    return json.dumps(clean(obj), indent=1, allow_nan=False) + "\n"
+
+
+def fingerprint(*parts) -> str:
+    """A digest of JSON-able data (texts, labels, examples): equal data, equal digest."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def write_json(path: Path, obj) -> None:
+    write_atomic(path, strict_json(obj))
+
+
+class RunDir:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    @classmethod
+    def open(cls, path: Path, config: dict, resume: bool, overwrite: bool) -> "RunDir":
+        """The folder for a new run, or the run to resume. An existing run is never silently replaced: it needs
+        --resume (which refuses a run made with other data, model, mode or hyperparameters) or --overwrite."""
+        run = cls(path)
+        if not distributed.is_main():  # rank 0 checks and makes the folder; the others wait for it
+            distributed.barrier()
+            return run
+        if run.path.exists() and not run.path.is_dir():
+            raise RunError(f"{run.path} is a file, not a run folder; pass another --runs-dir or --run-name")
+        started = run.path.is_dir() and any(run.path.iterdir())
+        if started and overwrite:
+            shutil.rmtree(run.path)
+        elif started and resume:
+            run.check_same_config(config)
+        elif started:
+            raise RunError(f"{run.path} holds a run already; pass --resume to continue it, --overwrite to replace "
+                           "it, or another --run-name")
+        try:
+            run.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RunError(f"cannot make the run folder {run.path} ({e.strerror}); pass another --runs-dir") from None
+        run.write_config(config)
+        distributed.barrier()
+        return run
+
+    def check_same_config(self, config: dict) -> None:
+        saved = self.path / "config.json"
+        if not saved.is_file():
+            return  # interrupted before its first epoch ended: nothing to continue, nothing to contradict
+        old = self.read_json("config.json")
+        differ = sorted(k for k in (set(old) | set(config)) - RESUMABLE_CHANGES
+                        if k in old and k in config and old[k] != config[k])
+        if differ:
+            what = "; ".join(f"--{k.replace('_', '-')} was {old[k]!r}, now {config[k]!r}" for k in differ)
+            raise RunError(f"--resume: {self.path} was made otherwise ({what}); resume with its own flags, or "
+                           "start a new run (--run-name, or --overwrite)")
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def read_json(self, name: str) -> dict:
+        try:
+            return json.loads(self.file(name).read_text())
+        except (OSError, ValueError) as e:
+            raise RunError(f"{self.file(name)} does not read as JSON ({type(e).__name__}); the run folder is "
+                           "damaged: train it again (--overwrite)") from None
+
+    def write_config(self, config: dict) -> None:
+        write_json(self.file("config.json"), config)
+
+    def write_metrics(self, info: dict) -> None:
+        write_json(self.file("metrics.json"), info)
+
+    def write_log(self, rows: list[dict]) -> None:
+        write_atomic(self.file("log.jsonl"), "".join(strict_json(r).replace("\n", "") + "\n" for r in rows))
+
+    def save_checkpoint(self, state: dict) -> None:
+        ckpt = self.file("ckpt.pt")
+        tmp = ckpt.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(ckpt)
+
+    def load_checkpoint(self, device: torch.device) -> dict | None:
+        """The resume state onto `device` (map_location: a GPU run resumes on a CPU or on another rank's GPU)."""
+        ckpt = self.file("ckpt.pt")
+        if not ckpt.exists():
+            return None
+        try:
+            return torch.load(ckpt, map_location=device, weights_only=False)
+        except Exception as e:  # a truncated or foreign file: pickle, zip and torch errors alike
+            raise RunError(f"{ckpt} does not load ({type(e).__name__}); delete it to restart that run from "
+                           "scratch, or --overwrite") from None
+
+    def save_weights(self, name: str, tensors: dict[str, torch.Tensor]) -> None:
+        save_tensors({k: t.detach().cpu().contiguous() for k, t in tensors.items()}, self.file(name))
+
+    def load_weights(self, name: str) -> dict[str, torch.Tensor]:
+        try:
+            return load_file(self.file(name))
+        except (SafetensorError, OSError) as e:
+            raise RunError(f"{self.file(name)} does not load ({type(e).__name__}); the run folder is damaged: "
+                           "train it again (--overwrite)") from None
+
+    def save_trained(self, head: nn.Module, backbone: nn.Module, mode) -> None:
+        """head.safetensors, and with a trained backbone adapters.safetensors: its trained parameters and the
+        head, keyed by module path (modes.trained_parameters)."""
+        self.save_weights("head.safetensors", head.state_dict())
+        if mode.trains_backbone:
+            self.save_weights("adapters.safetensors", trained_parameters(backbone, head))
