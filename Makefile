@@ -16,12 +16,12 @@ test:
 	$(PYTHON) -m pytest -q
 
 demo:  ## SST-2 head on the embedded SmolLM2, offline, on the bundled sample; then REPORT.md
-	$(PYTHON) train_cls.py --model smollm2-135m --data-dir data/samples/sst2 --zero-shot --run-name demo-sst2
+	$(PYTHON) train_cls.py --model smollm2-135m --data-dir data/samples/sst2 --zero-shot --run-name demo-sst2 --overwrite
 	$(PYTHON) report.py -o REPORT.md
 
 demo-qa:  ## SQuAD v2 head on the embedded SmolLM2, offline, on the bundled articles
 	$(PYTHON) train_qa.py --model smollm2-135m --train-file data/samples/squad_train.json \
-	  --eval-file data/samples/squad_test.json --zero-shot --run-name demo-squad
+	  --eval-file data/samples/squad_test.json --zero-shot --run-name demo-squad --overwrite
 
 RUN ?= latest
 eval-squad:  ## re-score a trained QA run (RUN=runs/NAME; default the latest) into RUN/eval/ (preds, na_prob, metrics)

@@ -86,7 +86,8 @@ class RunDir:
         differ = sorted(k for k in (set(old) | set(config)) - RESUMABLE_CHANGES
                         if k in old and k in config and old[k] != config[k])
         if differ:
-            what = "; ".join(f"--{k.replace('_', '-')} was {old[k]!r}, now {config[k]!r}" for k in differ)
+            what = "; ".join("the data (texts or labels) changed" if k == "data" else
+                             f"--{k.replace('_', '-')} was {old[k]!r}, now {config[k]!r}" for k in differ)
             raise RunError(f"--resume: {self.path} was made otherwise ({what}); resume with its own flags, or "
                            "start a new run (--run-name, or --overwrite)")
 

@@ -161,3 +161,29 @@ def test_compiled_feature_pass_gives_the_same_features(tiny_llama_folder):
     assert [h.shape for h in eager] == [h.shape for h in fast] and eager[0].shape[1] != eager[1].shape[1]
     for a, b in zip(eager, fast):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_a_corrupt_or_short_cache_file_is_said_and_recomputed(tmp_path, seqs, capsys):
+    path, calls = tmp_path / "f.safetensors", []
+    features.cached_features(path, seqs, computer(seqs, calls), chunk=4)
+    path.write_bytes(path.read_bytes()[:100])  # truncated
+    assert_in_input_order(features.cached_features(path, seqs, computer(seqs, calls), chunk=4), seqs)
+    assert f"feature cache {path} does not load" in capsys.readouterr().err and len(calls) == 6
+    features.save_tensors(features.flatten([feature(s) for s in seqs[:3]]), path)  # another data's file
+    assert_in_input_order(features.cached_features(path, seqs, computer(seqs, calls), chunk=4), seqs)
+    assert "holds 3 items, not 10" in capsys.readouterr().err
+
+
+def test_another_process_finishing_the_same_entry_does_not_break_this_one(tmp_path, seqs):
+    """Two processes fill one cache entry: the other one finishes first and removes the .parts folder while this
+    one is still computing; this one still saves its parts and ends with every feature."""
+    path, parts = tmp_path / "f.safetensors", tmp_path / "f.parts"
+    calls = []
+    compute = computer(seqs, calls)
+
+    def racing(idx):
+        if len(calls) == 1 and parts.exists():
+            shutil.rmtree(parts)  # what the other process does when it has merged its file
+        yield from compute(idx)
+    assert_in_input_order(features.cached_features(path, seqs, racing, chunk=4), seqs)
+    assert path.exists() and not parts.exists()

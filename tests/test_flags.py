@@ -1,0 +1,83 @@
+"""flags.py: nonsense flags are refused before any work, in one line on stderr with exit code 2; the mode is
+chosen once from the flags; user errors raised later end the same way."""
+import pytest
+
+import flags
+import train_cls
+import train_qa
+from helpers import assert_one_line_error, run_script
+from modes import LoRA, Mode, TopBlocks
+
+
+@pytest.mark.parametrize("script", [train_cls, train_qa], ids=["cls", "qa"])
+@pytest.mark.parametrize("argv, words", [
+    (["--lr", "nan"], "--lr nan: must be a finite number > 0"),
+    (["--lr", "-1"], "--lr -1.0: must be a finite number > 0"),
+    (["--lr", "inf"], "--lr inf: must be a finite number > 0"),
+    (["--backbone-lr", "0"], "--backbone-lr 0.0: must be a finite number > 0"),
+    (["--epochs", "0"], "--epochs 0: must be at least 1"),
+    (["--batch-size", "0"], "--batch-size 0: must be at least 1"),
+    (["--max-length", "0"], "--max-length 0: must be at least 1"),
+    (["--grad-accum", "0"], "--grad-accum 0: must be at least 1"),
+    (["--val-fraction", "1.5"], "--val-fraction 1.5: must be between 0 and 1"),
+    (["--val-fraction", "0"], "--val-fraction 0.0: must be between 0 and 1"),
+    (["--ema", "1"], "--ema 1.0: must be in [0, 1)"),
+    (["--weight-decay", "nan"], "--weight-decay nan: must be a finite number >= 0"),
+    (["--resume", "--overwrite"], "pass one"),
+    (["--push-full", "--push-to-hub", "me/x"], "--push-full uploads the --export folder"),
+    (["--epochs", "three"], "invalid int value"),
+], ids=lambda x: x if isinstance(x, str) else None)
+def test_nonsense_flags_are_one_line_errors(script, argv, words, capsys):
+    with pytest.raises(SystemExit) as e:
+        script.parse_args(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1 and words in err, err
+
+
+def test_refused_before_any_work():
+    """From the shell: one line, no usage block, no traceback, and no model is ever loaded."""
+    assert_one_line_error(run_script("train_cls.py", "--lr", "nan", "--model", "no/such-model"), "--lr nan")
+
+
+def test_the_mode_is_chosen_once_from_the_flags():
+    assert type(flags.mode(train_cls.parse_args([]))) is Mode
+    top = flags.mode(train_qa.parse_args(["--unfreeze-last", "2", "--grad-checkpoint"]))
+    assert isinstance(top, TopBlocks) and (top.k, top.grad_checkpoint, top.name) == (2, True, "top")
+    lora = flags.mode(train_cls.parse_args(["--lora-rank", "4", "--lora-targets", "q_proj,v_proj"]))
+    assert isinstance(lora, LoRA) and (lora.rank, lora.alpha, lora.targets) == (4, 8.0, ["q_proj", "v_proj"])
+    args = train_cls.parse_args(["--lr", "0.01", "--epochs", "2", "--grad-accum", "3"])
+    assert (flags.train_args(args).lr, flags.train_args(args).epochs, flags.train_args(args).grad_accum) == \
+        (0.01, 2, 3)
+
+
+@pytest.mark.parametrize("model_flag, words", [
+    ("/no/such/folder", "--model /no/such/folder: cannot load it"),
+    ("no/such-model", "--model no/such-model: cannot load it"),
+])
+def test_a_model_that_does_not_load_is_one_line(tmp_path, model_flag, words):
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("train.tsv", "dev.tsv"):
+        (data / name).write_text("sentence\tlabel\n" + "".join(f"s{i}\t{i % 2}\n" for i in range(20)))
+    out = run_script("train_cls.py", "--model", model_flag, "--data-dir", str(data), "--runs-dir", str(tmp_path))
+    assert_one_line_error(out, words, "smollm2-135m")
+
+
+def test_corrupt_model_files_are_one_line(tmp_path, tiny_llama_folder):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in tiny_llama_folder.iterdir():
+        (broken / f.name).write_bytes(f.read_bytes())
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # truncated
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("train.tsv", "dev.tsv"):
+        (data / name).write_text("sentence\tlabel\n" + "".join(f"s{i}\t{i % 2}\n" for i in range(20)))
+    out = run_script("train_cls.py", "--model", str(broken), "--data-dir", str(data), "--runs-dir",
+                     str(tmp_path / "runs"))
+    assert_one_line_error(out, f"--model {broken}: cannot load it")
+    (broken / "config.json").write_text("{not json")
+    out = run_script("train_cls.py", "--model", str(broken), "--data-dir", str(data), "--runs-dir",
+                     str(tmp_path / "runs"), "--overwrite")
+    assert_one_line_error(out, f"--model {broken}: cannot load it")

@@ -1,0 +1,84 @@
+"""rundir.py: a run is never silently replaced, --resume refuses a run made otherwise (naming what differs),
+damaged files are one-line errors, and every JSON file is strict."""
+import json
+import math
+
+import pytest
+
+from helpers import assert_one_line_error, run_script
+from rundir import RunDir, RunError, strict_json
+
+CONFIG = {"model": "m", "lr": 0.005, "epochs": 3, "seed": 1, "data": "abc", "mode": "head", "export": None}
+
+
+def test_a_new_run_writes_its_config(tmp_path):
+    run = RunDir.open(tmp_path / "r", CONFIG, resume=False, overwrite=False)
+    assert run.read_json("config.json") == CONFIG
+
+
+def test_an_existing_run_is_refused_unless_resumed_or_overwritten(tmp_path):
+    RunDir.open(tmp_path / "r", CONFIG, resume=False, overwrite=False)
+    (tmp_path / "r" / "head.safetensors").write_bytes(b"the first run's head")
+    with pytest.raises(RunError, match="holds a run already; pass --resume to continue it, --overwrite"):
+        RunDir.open(tmp_path / "r", CONFIG, resume=False, overwrite=False)
+    assert (tmp_path / "r" / "head.safetensors").read_bytes() == b"the first run's head"  # untouched
+    RunDir.open(tmp_path / "r", {**CONFIG, "epochs": 5, "export": "out"}, resume=True, overwrite=False)  # may change
+    RunDir.open(tmp_path / "r", {**CONFIG, "lr": 1.0}, resume=False, overwrite=True)
+    assert not (tmp_path / "r" / "head.safetensors").exists() and (tmp_path / "r" / "config.json").exists()
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"lr": 0.01}, "--lr was 0.005, now 0.01"),
+    ({"model": "other"}, "--model was 'm', now 'other'"),
+    ({"mode": "lora"}, "--mode was 'head', now 'lora'"),
+    ({"data": "xyz"}, "the data (texts or labels) changed"),
+])
+def test_resume_refuses_a_run_made_otherwise(tmp_path, change, words):
+    RunDir.open(tmp_path / "r", CONFIG, resume=False, overwrite=False)
+    with pytest.raises(RunError, match="was made otherwise") as e:
+        RunDir.open(tmp_path / "r", {**CONFIG, **change}, resume=True, overwrite=False)
+    assert words in str(e.value)
+
+
+def test_damaged_files_name_themselves(tmp_path):
+    run = RunDir.open(tmp_path / "r", CONFIG, resume=False, overwrite=False)
+    run.file("ckpt.pt").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(RunError, match="ckpt.pt does not load .*delete it"):
+        run.load_checkpoint("cpu")
+    run.file("head.safetensors").write_bytes(b"\x10\x00")
+    with pytest.raises(RunError, match="head.safetensors does not load"):
+        run.load_weights("head.safetensors")
+    run.file("metrics.json").write_text("{")
+    with pytest.raises(RunError, match="metrics.json does not read as JSON"):
+        run.read_json("metrics.json")
+
+
+def test_runs_dir_that_is_a_file(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(RunError, match="cannot make the run folder"):
+        RunDir.open(tmp_path / "file" / "r", CONFIG, resume=False, overwrite=False)
+    with pytest.raises(RunError, match="is a file, not a run folder"):
+        RunDir.open(tmp_path / "file", CONFIG, resume=False, overwrite=False)
+
+
+def test_json_is_strict():
+    text = strict_json({"f1": math.nan, "loss": [math.inf, 1.0], "n": 3})
+    assert json.loads(text) == {"f1": None, "loss": [None, 1.0], "n": 3} and "NaN" not in text
+
+
+def test_cli_rerun_with_the_same_name(tmp_path, tiny_llama_folder):
+    """From the shell, as a user would: the second run stops in one line, and --resume of a finished run with
+    another learning rate names it."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("train.tsv", "dev.tsv"):
+        (data / name).write_text("sentence\tlabel\n" + "".join(f"s{i} is ok\t{i % 2}\n" for i in range(20)))
+    flags = ["--model", str(tiny_llama_folder), "--data-dir", str(data), "--runs-dir", str(tmp_path / "runs"),
+             "--epochs", "1", "--run-name", "r"]
+    env = {"LLAMA_HEADS_CACHE": str(tmp_path / "cache")}
+    assert run_script("train_cls.py", *flags, env=env).returncode == 0
+    head = (tmp_path / "runs" / "r" / "head.safetensors").read_bytes()
+    assert_one_line_error(run_script("train_cls.py", *flags, env=env), "holds a run already", "--overwrite")
+    assert_one_line_error(run_script("train_cls.py", *flags, "--resume", "--lr", "0.1", env=env),
+                          "--lr was 0.005, now 0.1")
+    assert (tmp_path / "runs" / "r" / "head.safetensors").read_bytes() == head
