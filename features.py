@@ -5,7 +5,6 @@ of each pass), computed in chunks that are saved as they finish (an interrupted 
 between torchrun ranks, and reloaded on every later run."""
 import hashlib
 import json
-import os
 import shutil
 import sys
 import time
@@ -17,11 +16,11 @@ import numpy as np
 import torch
 from huggingface_hub import try_to_load_from_cache
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 import distributed
 from batching import length_batches, pad_batch
-from data.fetch import cache_dir
+from data.fetch import cache_dir, write_safetensors
 
 Pick = Callable[[list[int], torch.Tensor, torch.Tensor], list[torch.Tensor]]  # (indices, hidden, mask) -> per item
 
@@ -121,40 +120,38 @@ def cached_features(path: Path, seqs: list[list[int]], compute: Callable[[list[i
                     chunk: int = 4096) -> list[torch.Tensor]:
     """Features per sequence, computed once and kept in `path` (safetensors).
 
-    Work is done in length-sorted chunks, each saved as it finishes, so an interrupted extraction
-    resumes where it stopped. `compute(indices)` yields (indices, per-item feature tensors). Under torchrun
-    every rank computes its share of each chunk (every world-th sequence) and saves it; once all shares are on
-    disk (one node, one disk) every rank reads the others', and rank 0 writes the merged file. A file that does
-    not load, or holds another number of items, is said so and computed again.
+    Work is done in length-sorted chunks, each saved as it finishes, so an interrupted extraction resumes where it
+    stopped. `compute(indices)` yields (indices, per-item feature tensors). Under torchrun every rank computes its
+    share of each chunk (every world-th sequence) and the ranks exchange their shares through the process group,
+    not the disk: ranks on machines without a shared filesystem work the same. Each machine's disk cache is its
+    own speed-up: local rank 0 of every node writes the merged file. A file that does not load, or holds another
+    number of items, is said so and computed again.
     """
-    if (feats := _load(path, len(seqs))) is not None:
-        return feats
+    mine = _load(path, len(seqs))
+    if distributed.all_ranks(mine is not None):
+        return mine
     parts = path.with_suffix(".parts")
     rank, world = distributed.rank(), distributed.world()
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
     feats: list[torch.Tensor | None] = [None] * len(seqs)
-    shares = [(parts / f"{c:05d}.{r}-of-{world}.safetensors", order[lo:lo + chunk][r::world])
-              for c, lo in enumerate(range(0, len(order), chunk)) for r in range(world)]
-    for part, idx in shares[rank::world]:
-        if not idx:
-            continue
-        got = _load(part, len(idx))
-        if got is None:
+    for c, lo in enumerate(range(0, len(order), chunk)):
+        idx = order[lo:lo + chunk][rank::world]
+        part = parts / f"{c:05d}.{rank}-of-{world}.safetensors"
+        if mine is not None:  # this machine has the whole file; another one has not
+            got = [mine[i] for i in idx]
+        elif idx and (got := _load(part, len(idx))) is None:
             found = {}
             for batch, batch_feats in compute(idx):
                 found.update(zip(batch, batch_feats))
             got = [found[i] for i in idx]
-            save_tensors(flatten(got), part)
-        for i, f in zip(idx, got):
-            feats[i] = f
-    distributed.barrier()
-    for part, idx in shares:  # the other ranks' shares
-        if idx and feats[idx[0]] is None:
-            for i, f in zip(idx, unflatten(load_file(part))):
+            write_safetensors(part, flatten(got))
+        for share, items in distributed.gather_shares(idx, got if idx else []):
+            for i, f in zip(share, items):
                 feats[i] = f
-    distributed.barrier()  # every rank has read every share before rank 0 removes them
-    if distributed.is_main():
-        save_tensors(flatten(feats), path)
+    if distributed.local_rank() == 0 and mine is None:
+        write_safetensors(path, flatten(feats))
+    distributed.barrier()  # every rank of this node is done with its parts before they go
+    if distributed.local_rank() == 0:
         shutil.rmtree(parts, ignore_errors=True)  # another process filling the same entry may have removed it
     return feats
 
@@ -188,12 +185,3 @@ def unflatten(d: dict[str, torch.Tensor]) -> list[torch.Tensor]:
     if not any(lengths):
         return list(d["flat"].unbind(0))
     return list(d["flat"].split(lengths))
-
-
-def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    """A safetensors file written atomically (a temp file of this process, renamed): readers and other
-    processes filling the same cache never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(tensors, tmp)
-    os.replace(tmp, path)

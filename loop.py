@@ -81,13 +81,14 @@ def fit(head: nn.Module, backbone: nn.Module, epoch_batches: Callable[[int], lis
     amp_dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
     ema, rows, first = EMA(cfg.ema), [], 0
-    if cfg.resume and (state := run.load_checkpoint(device)) is not None:
+    # rank 0's checkpoint on every rank: other machines need not hold the run folder
+    if cfg.resume and (state := distributed.from_main(lambda: run.load_checkpoint(device))) is not None:
         check_same(state["trained"], params, run.file("ckpt.pt"))
         assign(params, state["trained"])
         for obj, key in ((opt, "opt"), (sched, "sched"), (scaler, "scaler")):
             obj.load_state_dict(state[key])
         set_rng_state(state, device)
-        ema.state, rows, first = state["ema"], state["rows"], state["epoch"]
+        ema.state, rows, first = _to(state["ema"], device), state["rows"], state["epoch"]
         print(f"resumed from {run.file('ckpt.pt')} after epoch {first}")
         if ema.state is not None and first >= cfg.epochs:  # a finished run: keep the averaged weights it ended with
             assign(params, ema.state)
@@ -156,6 +157,10 @@ def train_epoch(epoch, batches, loss_fn, params, opt, sched, scaler, ema, cfg, a
     seen = torch.stack([per_step.sum().double(), torch.tensor(float(count), device=device, dtype=torch.float64)])
     distributed.all_reduce(seen)
     return seen
+
+
+def _to(tensors: dict[str, torch.Tensor] | None, device: torch.device) -> dict[str, torch.Tensor] | None:
+    return None if tensors is None else {n: t.to(device) for n, t in tensors.items()}
 
 
 def rng_state(device: torch.device) -> dict[str, torch.Tensor]:

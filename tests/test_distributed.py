@@ -15,9 +15,12 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "samples"
 
 
-def launch(nproc: int, script: str, flags: list[str], cache: Path) -> subprocess.CompletedProcess:
+def launch(nproc: int, script: str, flags: list[str], cache: Path, machines: bool = False
+           ) -> subprocess.CompletedProcess:
+    """nproc ranks on this machine sharing its disk, or (machines) each as if on a machine of its own."""
     cmd = [sys.executable, script] if nproc == 1 else \
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", script]
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] + \
+        (["tests/rank_machine.py"] if machines else []) + [script]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "LLAMA_HEADS_CACHE": str(cache), "TQDM_DISABLE": "1",
            "OMP_NUM_THREADS": "1"}
     out = subprocess.run(cmd + flags, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
@@ -70,3 +73,49 @@ def test_train_qa_two_ranks_match_one(tmp_path, tiny_llama_folder):
     assert one["threshold"] == pytest.approx(two["threshold"], abs=1e-4)
     for stage in ("before", "after"):
         assert one["metrics"][stage]["f1"] == pytest.approx(two["metrics"][stage]["f1"], abs=1e-9)
+
+
+def metrics_of(runs: Path, name: str) -> dict:
+    return json.loads((runs / name / "metrics.json").read_text())
+
+
+def feature_files(cache: Path) -> list[str]:
+    return sorted(f.name for f in (cache / "features").iterdir())
+
+
+@pytest.mark.parametrize("script, extra", [("train_cls.py", []), ("train_qa.py", []),
+                                           ("train_cls.py", ["--unfreeze-last", "1", "--backbone-lr", "1e-3"])],
+                         ids=["cls", "qa", "cls-unfreeze-last"])
+def test_two_machines_without_a_shared_disk(tmp_path, tiny_llama_folder, script, extra):
+    """Two ranks, each with its own cache folder (as two machines have): the feature shares travel through the
+    process group, both machines end with the whole cache, and the run equals one process's. Warm caches on
+    both, and a cache on one machine only, give the same run again."""
+    data = ["--data-dir", str(SAMPLE / "sst2")] if script == "train_cls.py" else [
+        "--train-file", str(SAMPLE / "squad_train.json"), "--eval-file", str(SAMPLE / "squad_test.json"),
+        "--max-train-examples", "40", "--max-eval-examples", "20"]
+    flags = ["--model", str(tiny_llama_folder), *data, "--dtype", "fp32", "--epochs", "2", *extra]
+    if script == "train_cls.py":
+        cut = tmp_path / "sst2"
+        cut.mkdir()
+        for name, rows in (("train.tsv", 120), ("dev.tsv", 40)):
+            (cut / name).write_text("\n".join((SAMPLE / "sst2" / name).read_text().split("\n")[:rows + 1]) + "\n")
+        flags[3] = str(cut)
+    runs, cache = tmp_path / "runs", tmp_path / "cache"
+    launch(1, script, flags + ["--runs-dir", str(runs), "--run-name", "one"], tmp_path / "cache1")
+    one = metrics_of(runs, "one")
+
+    def two_machines(name):
+        launch(2, script, flags + ["--runs-dir", str(runs), "--run-name", name], cache, machines=True)
+        got = metrics_of(runs, name)["metrics"]
+        for stage, numbers in one["metrics"].items():
+            for k, v in numbers.items():
+                assert got[stage][k] == (v if v is None else pytest.approx(v, abs=1e-5)), (stage, k)
+        assert [p.name for p in (cache / "rank1").iterdir()] == ["features"]  # rank 1 wrote no run files
+    two_machines("cold")
+    assert feature_files(cache / "rank0") == feature_files(cache / "rank1") == feature_files(tmp_path / "cache1")
+    if script == "train_cls.py" and not extra:
+        two_machines("warm")
+        for f in (cache / "rank1" / "features").iterdir():
+            f.unlink()
+        two_machines("one-machine-warm")
+        assert feature_files(cache / "rank1") == feature_files(cache / "rank0")
