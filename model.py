@@ -8,6 +8,8 @@ from types import SimpleNamespace
 import torch
 from safetensors import SafetensorError
 from torch import nn
+from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, LlamaForQuestionAnswering,
+                          LlamaForSequenceClassification)
 
 import lora
 import smollm2
@@ -38,10 +40,9 @@ def pick_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype:
 
 
 def load_tokenizer(path: str):
-    from transformers import AutoTokenizer
     tokenizer = AutoTokenizer.from_pretrained(path)
     if not tokenizer.is_fast:
-        raise ValueError(f"{path}: a fast tokenizer is needed (character offsets); install `tokenizers>=0.20.1`")
+        raise ValueError(f"{path}: a fast tokenizer is needed (character offsets); install `tokenizers>=0.22`")
     if tokenizer.pad_token_id is None:
         # Llama 3 ships no pad token. Pooling reads the attention mask, so any id works; prefer the
         # reserved fine-tune pad token so exported models can tell padding from text.
@@ -67,7 +68,6 @@ def loading(name: str):
 
 def load_backbone(name: str, device: torch.device, dtype: torch.dtype):
     """(causal LM, tokenizer): frozen, eval mode. Its `.model` is the backbone; its LM head serves zero-shot."""
-    from transformers import AutoModelForCausalLM
     path = resolve_model(name)
     with loading(name):
         tokenizer = load_tokenizer(path)
@@ -149,7 +149,6 @@ def n_params(module: nn.Module) -> int:
 def meta_backbone(name: str) -> nn.Module:
     """The bare LlamaModel from its config alone, on the meta device (exact shapes, no weights read); frozen, as
     load_backbone's."""
-    from transformers import AutoConfig, AutoModel
     with loading(name), torch.device("meta"):
         return AutoModel.from_config(AutoConfig.from_pretrained(resolve_model(name))).requires_grad_(False)
 
@@ -176,7 +175,6 @@ def export(out_dir: Path, model_name: str, task: str, head: nn.Linear, tokenizer
     The export is fp32 (EXPORT_DTYPE, recorded in its config): the head, unfrozen blocks and LoRA updates trained
     in fp32, and rounding them to a bf16 checkpoint's dtype would lose most of their small updates.
     """
-    from transformers import AutoModel, LlamaForQuestionAnswering, LlamaForSequenceClassification
     path = resolve_model(model_name)
     base = AutoModel.from_pretrained(path, dtype=EXPORT_DTYPE)
     if backbone is not None:
