@@ -50,30 +50,32 @@ def test_the_mode_is_chosen_once_from_the_flags():
         (0.01, 2, 3)
 
 
+@pytest.fixture
+def data(tmp_path):
+    """A 20-row labelled folder: enough to reach the model loading."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for name in ("train.tsv", "dev.tsv"):
+        (folder / name).write_text("sentence\tlabel\n" + "".join(f"s{i}\t{i % 2}\n" for i in range(20)))
+    return folder
+
+
 @pytest.mark.parametrize("model_flag, words", [
     ("/no/such/folder", "--model /no/such/folder: cannot load it"),
     ("no/such-model", "--model no/such-model: cannot load it"),
 ])
-def test_a_model_that_does_not_load_is_one_line(tmp_path, model_flag, words):
-    data = tmp_path / "data"
-    data.mkdir()
-    for name in ("train.tsv", "dev.tsv"):
-        (data / name).write_text("sentence\tlabel\n" + "".join(f"s{i}\t{i % 2}\n" for i in range(20)))
+def test_a_model_that_does_not_load_is_one_line(tmp_path, data, model_flag, words):
     out = run_script("train_cls.py", "--model", model_flag, "--data-dir", str(data), "--runs-dir", str(tmp_path))
     assert_one_line_error(out, words, "smollm2-135m")
 
 
-def test_corrupt_model_files_are_one_line(tmp_path, tiny_llama_folder):
+def test_corrupt_model_files_are_one_line(tmp_path, data, tiny_llama_folder):
     broken = tmp_path / "broken"
     broken.mkdir()
     for f in tiny_llama_folder.iterdir():
         (broken / f.name).write_bytes(f.read_bytes())
     weights = broken / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])  # truncated
-    data = tmp_path / "data"
-    data.mkdir()
-    for name in ("train.tsv", "dev.tsv"):
-        (data / name).write_text("sentence\tlabel\n" + "".join(f"s{i}\t{i % 2}\n" for i in range(20)))
     out = run_script("train_cls.py", "--model", str(broken), "--data-dir", str(data), "--runs-dir",
                      str(tmp_path / "runs"))
     assert_one_line_error(out, f"--model {broken}: cannot load it")
