@@ -71,19 +71,77 @@ def model_card(info: dict) -> str:
                                                                 for k, r in rows.items()])
     if params := info.get("params"):
         out += ["", "## Parameters", ""] + markdown(["", "count"], [[k, fmt(v)] for k, v in params.items()])
-    out += ["", "## How to load", "", "```python"]
-    if full:
-        out += [f"from transformers import AutoTokenizer, {task['auto']}", "",
-                f'model = {task["auto"]}.from_pretrained("{repo}")',
-                f'tokenizer = AutoTokenizer.from_pretrained("{repo}")']
+    if names := info.get("label_names"):
+        out += ["", "## Labels", ""] + [f"- {i}: {n}" for i, n in enumerate(names)]
+    out += ["", "## How to load", ""]
+    if full or run_mode(info) == "head":
+        out += ["```python"] + load_snippet(info.get("task"), repo, base or "BASE_MODEL", full,
+                                            info.get("label_names"), info.get("threshold") or 0.0) + ["```", ""]
     else:
-        out += ["from huggingface_hub import hf_hub_download", "from safetensors.torch import load_file",
-                "from transformers import AutoModel, AutoTokenizer", "",
-                f'backbone = AutoModel.from_pretrained("{base or "BASE_MODEL"}")  # frozen, used as is',
-                f'tokenizer = AutoTokenizer.from_pretrained("{base or "BASE_MODEL"}")',
-                f'head = load_file(hf_hub_download("{repo}", "head.safetensors"))  # {{name: tensor}}',
-                f"# build the head as {task['script']} does from config.json, then head_module.load_state_dict(head)"]
-    return "\n".join(out + ["```", ""])
+        out += [f"This run also trained {info.get('trained', 'backbone weights')} (in `adapters.safetensors`, keyed "
+                "by module path): load it with this project's `predict.py` (below), or push the `--export` "
+                "checkpoint (`--push-full`) for plain transformers.", ""]
+    sample = "--question \"...\" --context \"...\"" if info.get("task") == "squad_v2" else "--text \"...\""
+    out += ["Or with this project's `predict.py` (one JSON line per input):", "", "```bash",
+            f"python predict.py {repo} {sample}", "```"]
+    return "\n".join(out + [""])
+
+
+SAMPLE_TEXT = "a gripping, funny film"
+SAMPLE_QA = ("Where was the film shot?", "The film was shot in Paris in 1998 by a small crew.")
+
+
+def load_snippet(task: str | None, repo: str, base: str, full: bool, names: list[str] | None,
+                 threshold: float = 0.0) -> list[str]:
+    """Python that loads the result with transformers + safetensors + huggingface_hub alone and runs it once, as
+    the project does: the SST-2 head pools the last token (LlamaForSequenceClassification does too); the QA head
+    reads its no-answer score at the window's trailing token, which has seen question and context (position 0,
+    where transformers reads it, has seen nothing in a causal model). tests/test_hub.py runs every snippet."""
+    qa = task == "squad_v2"
+    auto = TASKS["squad_v2" if qa else "sst2"]["auto"]
+    lines = ["import torch"] + ([] if full else ["from huggingface_hub import hf_hub_download",
+                                                  "from safetensors.torch import load_file"])
+    lines += [f"from transformers import {'AutoConfig, AutoModel, ' if qa and not full else ''}AutoTokenizer, {auto}",
+              ""]
+    source = repo if full else base
+    lines += [f'tokenizer = AutoTokenizer.from_pretrained("{source}")',
+              "if tokenizer.pad_token is None:  # Llama 3 has none; the project pads with this reserved token",
+              '    pad = "<|finetune_right_pad_id|>"',
+              "    tokenizer.pad_token = pad if pad in tokenizer.get_vocab() else tokenizer.eos_token"]
+    if full:
+        lines += [f'model = {auto}.from_pretrained("{repo}").eval()']
+    elif qa:  # LlamaForQuestionAnswering.from_pretrained on a plain Llama checkpoint would leave its backbone random
+        lines += [f'model = {auto}.from_config(AutoConfig.from_pretrained("{base}"))',
+                  f'model.base_model.load_state_dict(AutoModel.from_pretrained("{base}").state_dict())',
+                  f'model.qa_outputs.load_state_dict(load_file(hf_hub_download("{repo}", "head.safetensors")))',
+                  "model.eval()"]
+    else:
+        labels = names or ["0", "1"]
+        lines += [f'model = {auto}.from_pretrained("{base}", num_labels={len(labels)}, '
+                  f'id2label={dict(enumerate(labels))!r}).eval()',
+                  f'model.score.load_state_dict(load_file(hf_hub_download("{repo}", "head.safetensors")))']
+    if not qa:
+        return lines + ["model.config.pad_token_id = tokenizer.pad_token_id  # pooling: the last non-pad token", "",
+                        f'inputs = tokenizer(["{SAMPLE_TEXT}"], return_tensors="pt", padding=True)',
+                        "with torch.no_grad():", "    logits = model(**inputs).logits",
+                        "print({model.config.id2label[i]: round(p, 3) for i, p in enumerate(logits.softmax(-1)[0]"
+                        ".tolist())})"]
+    return lines + [
+        "", f'question, context = {SAMPLE_QA[0]!r}, {SAMPLE_QA[1]!r}',
+        "# the project's window: [BOS] Question: {question}\\nContext:\\n {context} [EOS, the null token]",
+        "def encode(text):", '    return tokenizer(text, add_special_tokens=False)["input_ids"]',
+        "bos = [tokenizer.bos_token_id] if tokenizer(\"a\")[\"input_ids\"][0] == tokenizer.bos_token_id else []",
+        'prefix = bos + encode("Question:") + encode(" " + question.strip()) + encode("\\nContext:\\n")',
+        "ctx = tokenizer(context, add_special_tokens=False, return_offsets_mapping=True)",
+        'ids = prefix + ctx["input_ids"] + [tokenizer.eos_token_id]  # one window: contexts up to ~300 tokens',
+        "with torch.no_grad():", "    out = model(input_ids=torch.tensor([ids]))",
+        "start, end = out.start_logits[0, len(prefix):-1], out.end_logits[0, len(prefix):-1]  # context tokens",
+        "null = (out.start_logits[0, -1] + out.end_logits[0, -1]).item()  # no-answer score: the trailing token",
+        "s = int(start.argmax())", "e = s + int(end[s:s + 30].argmax())  # at most 30 tokens",
+        'a, b = ctx["offset_mapping"][s][0], ctx["offset_mapping"][e][1]',
+        "# answer unless the null score beats the span's by more than the run's threshold (chosen on validation)",
+        f'answer = context[a:b].strip() if null - (start[s] + end[e]).item() <= {threshold!r} else ""',
+        "print(repr(answer))"]
 
 
 def run_mode(info: dict) -> str:

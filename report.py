@@ -161,8 +161,15 @@ def answerable_plot(plt, run: dict):
     return fig
 
 
+def label_names(run: dict) -> list[str]:
+    """The labels as users read them: the names the run recorded, or the known names of its label values (SST-2's
+    0/1 are negative/positive) for runs from before names were recorded."""
+    from train_cls import display_names
+    return run.get("label_names") or display_names(run["labels"])
+
+
 def confusion_plot(plt, run: dict):
-    counts, labels = run["confusion"], run["labels"]
+    counts, labels = run["confusion"], label_names(run)
     fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
     ax.imshow(counts, cmap="Blues")
     for i, row in enumerate(counts):
@@ -213,8 +220,9 @@ def run_section(run: dict, plt, fig_dir: Path) -> list[str]:
         lines += ["", f"No-answer threshold (chosen on validation): {fmt(run.get('threshold'))}"]
     else:
         lines += ["", "### Confusion matrix (test set, after; rows = true, columns = predicted)", ""]
-        lines += markdown(["true \\ predicted"] + run["labels"],
-                       [[label] + [f"{c:,}" for c in row] for label, row in zip(run["labels"], run["confusion"])])
+        names = label_names(run)
+        lines += markdown(["true \\ predicted"] + names,
+                          [[label] + [f"{c:,}" for c in row] for label, row in zip(names, run["confusion"])])
     lines += ["", "### Parameters", ""] + param_lines(run)
     lines += ["", "### Time", ""] + timing_lines(run) + ["", "### Figures", ""]
     return lines + (figure_lines(plt, run, fig_dir) if plt else [NO_FIGURES, ""])
@@ -235,7 +243,12 @@ def main(argv: list[str] | None = None) -> int:
     fig_dir = args.output.parent / f"{args.output.stem}_files"
     lines = ["# Training report", "", "Runs: " + ", ".join(f"`{r['dir']}`" for r in runs), ""]
     for run in runs:
-        lines += run_section(run, plt, fig_dir)
+        try:
+            lines += run_section(run, plt, fig_dir)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:  # a metrics.json of another shape
+            print(f"report.py: error: {run['dir']}/metrics.json: missing or malformed entry ({type(e).__name__}: "
+                  f"{e}); pass run folders written by train_cls.py / train_qa.py", file=sys.stderr)
+            return 2
     write_atomic(args.output, "\n".join(lines))
     print(f"wrote {args.output}" + (f" and figures in {fig_dir}/" if plt else " (no figures: matplotlib missing)"))
     return 0

@@ -36,6 +36,7 @@ from tables import results_table
 ZERO_SHOT_PROMPT = "{sentence}\nQuestion: Is this sentence positive or negative?\nAnswer:"
 ZERO_SHOT_WORDS = {"0": " negative", "1": " positive", "negative": " negative", "positive": " positive"}
 TABLE_KEYS = ["accuracy", "precision", "recall", "f1", "loss"]
+KNOWN_NAMES = {("0", "1"): ["negative", "positive"]}  # SST-2's labels, as GLUE names them
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -48,6 +49,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--label-column", default="label")
     p.add_argument("--max-length", type=int, default=256, help="longer sentences are truncated (and counted)")
     p.add_argument("--pooling", choices=["last", "mean"], default="last")
+    p.add_argument("--label-names", help="comma list naming the labels in their sorted order (numbers as numbers), "
+                   "for predictions, exports and the card; default: negative,positive for SST-2's 0/1")
     args = flags.parse(p, argv)
     if args.pooling == "mean" and (args.export or args.push_full):
         p.error("--pooling mean cannot be exported: LlamaForSequenceClassification reads the last token, so the "
@@ -91,6 +94,17 @@ def split_data(train_all: Labelled, test: Labelled, val_fraction: float, seed: i
         raise DataError(f"{train_all.path}: {len(train_idx) + len(val_idx)} rows are too few for a training and a "
                         f"validation split at --val-fraction {val_fraction}; add rows or change --val-fraction")
     return Split(train_all, test, names, y_all, y_test, train_idx, val_idx)
+
+
+def display_names(labels: list[str], given: str | None = None) -> list[str]:
+    """The labels' names as users read them: --label-names, the known names of these label values, or the values."""
+    if given:
+        names = [n.strip() for n in given.split(",")]
+        if len(names) != len(labels) or len(set(names)) != len(names) or not all(names):
+            raise DataError(f"--label-names {given}: needs {len(labels)} distinct names, one per label "
+                            f"({', '.join(labels)} in this order)")
+        return names
+    return KNOWN_NAMES.get(tuple(labels), list(labels))
 
 
 def tokenize(tokenizer, texts: list[str], max_length: int, name: str = "") -> list[list[int]]:
@@ -202,6 +216,7 @@ def main(argv=None) -> int:
 
     # 1. data: the training file split into train/validation, and the test set
     split = split_data(*load_data(args), args.val_fraction, args.seed)
+    names = display_names(split.names, args.label_names)
     print_split(split)
     data = fingerprint(split.train_all.texts, split.train_all.labels, split.test.texts, split.test.labels)
     config = {**vars(args), "mode": mode.name, "data": data}  # --resume must find the same
@@ -250,7 +265,7 @@ def main(argv=None) -> int:
     if not distributed.is_main():
         return 0
     run.save_trained(clf.head, lm.model, mode)
-    export = model.export(Path(args.export), args.model, "cls", clf.head, tokenizer, split.names, lm.model) \
+    export = model.export(Path(args.export), args.model, "cls", clf.head, tokenizer, names, lm.model) \
         if args.export else None
     return hub.publish(run, info, flags.push(args), export)
 
@@ -260,7 +275,8 @@ def summary(args, mode: Mode, split: Split, results: dict, matrix: list, params:
     """metrics.json: what ran, on what, and every number it produced."""
     return {"task": "sst2", "mode": mode.name, "base_model": args.model, "trained": mode.describe(),
             "command": shlex.join(["python"] + sys.argv), "resolved_model": model.resolve_model(args.model),
-            "labels": split.names, "metrics": results, "confusion": matrix, "params": params, "epochs": rows,
+            "labels": split.names, "label_names": display_names(split.names, args.label_names), "metrics": results,
+            "confusion": matrix, "params": params, "epochs": rows,
             "split": {"train": len(split.train_idx), "validation": len(split.val_idx), "test": len(split.y_test),
                       "seed": args.seed, "stratify_by": "label"}, "timing": timing}
 

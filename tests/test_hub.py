@@ -173,3 +173,56 @@ def test_bad_card_json_is_a_push_error(run_dir):
     (run_dir / "card.json").write_text("{not json")
     with pytest.raises(hub.PushError, match="JSONDecodeError.*retry with: python -m hub push"):
         hub.push_folder(run_dir, "me/x", token="hf_x", api=StubApi())
+
+
+def snippets(card: str) -> list[str]:
+    return [block.split("```", 1)[0] for block in card.split("```python\n")[1:]]
+
+
+@pytest.mark.parametrize("task", ["sst2", "squad_v2"])
+@pytest.mark.parametrize("full", [False, True], ids=["head", "full"])
+def test_every_card_snippet_runs_and_gives_the_projects_logits(tmp_path, monkeypatch, capsys, tiny_llama_folder,
+                                                               task, full):
+    """The card's Python, executed against local folders standing in for the Hub: the base model's folder, a repo
+    folder holding head.safetensors (hf_hub_download patched to read it), or an --export folder as the full repo."""
+    import huggingface_hub
+    import torch
+    from safetensors.torch import save_file
+
+    import model
+    torch.manual_seed(3)
+    lm, tok = model.load_backbone(str(tiny_llama_folder), torch.device("cpu"), torch.float32)
+    qa = task == "squad_v2"
+    head = model.qa_head(32, init_std=1.0) if qa else model.cls_head(32, 2, init_std=1.0)
+    repo = make(tmp_path / "repo", [])
+    repo.mkdir()
+    save_file(head.state_dict(), repo / "head.safetensors")
+    if full:
+        model.export(tmp_path / "export", str(tiny_llama_folder), "qa" if qa else "cls", head, tok,
+                     None if qa else ["negative", "positive"])
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda repo_id, filename, **kw: str(repo / filename))
+    info = {"task": task, "base_model": str(tiny_llama_folder), "mode": "head", "threshold": -0.5,
+            "label_names": None if qa else ["negative", "positive"], "full_export": full,
+            "repo_id": str(tmp_path / "export") if full else "me/repo"}
+    code = snippets(hub.model_card(info))
+    assert len(code) == 1
+    scope = {}
+    exec(compile(code[0], "card", "exec"), scope)
+    printed = capsys.readouterr().out.strip()
+    with torch.no_grad():
+        if not qa:
+            ids = tok([hub.SAMPLE_TEXT])["input_ids"]
+            hidden = lm.model(input_ids=torch.tensor(ids)).last_hidden_state
+            torch.testing.assert_close(scope["logits"], head(model.pool(hidden, torch.ones(1, len(ids[0])))),
+                                       atol=1e-4, rtol=0)
+            assert set(eval(printed)) == {"negative", "positive"}
+        else:
+            from data.squad import Example, make_windows
+            q, c = hub.SAMPLE_QA
+            (w,) = make_windows([Example("q", "", q, c, [], [])], tok)
+            assert scope["ids"] == w.input_ids  # the project's window
+            logits = head(lm.model(input_ids=torch.tensor([w.input_ids])).last_hidden_state)[0]
+            torch.testing.assert_close(scope["out"].start_logits[0], logits[:, 0], atol=1e-4, rtol=0)
+            torch.testing.assert_close(scope["out"].end_logits[0], logits[:, 1], atol=1e-4, rtol=0)
+            assert abs(scope["null"] - logits[w.null_index].sum().item()) < 1e-4
+            assert scope["answer"] == "" or scope["answer"] in c

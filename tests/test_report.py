@@ -1,11 +1,15 @@
 """report.py on tiny synthetic run folders: its tables must show the numbers of metrics.json."""
 import json
 import os
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 import report
+
+ROOT = Path(__file__).resolve().parents[1]
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -176,3 +180,24 @@ def test_errors_exit_2_with_one_line(tmp_path, capsys, case):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and expected in err
     assert not (tmp_path / "R.md").exists()
+
+
+def test_confusion_matrix_shows_label_names():
+    """SST-2's 0/1 read as negative/positive (runs from before names were recorded); recorded names win."""
+    assert report.label_names({"labels": ["0", "1"]}) == ["negative", "positive"]
+    assert report.label_names({"labels": ["0", "1"], "label_names": ["bad", "good"]}) == ["bad", "good"]
+    assert report.label_names({"labels": ["a", "b", "c"]}) == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("broken", [
+    {"task": "sst2", "metrics": {}, "epochs": [], "params": {}, "split": {}, "timing": {}},
+    {"task": "sst2", "base_model": "m", "metrics": {"after": {"accuracy": "x"}}, "epochs": [{"epoch": 1}],
+     "params": {"backbone": 1}, "split": {}, "timing": {}},
+], ids=["no-entries", "wrong-types"])
+def test_a_malformed_run_is_one_line(tmp_path, broken):
+    (tmp_path / "runs" / "a").mkdir(parents=True)
+    (tmp_path / "runs" / "a" / "metrics.json").write_text(json.dumps(broken))
+    out = subprocess.run([sys.executable, "report.py", "--runs-dir", str(tmp_path / "runs"), "-o",
+                          str(tmp_path / "R.md")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr, out.stderr
+    assert "metrics.json: missing or malformed entry" in out.stderr and not (tmp_path / "R.md").exists()

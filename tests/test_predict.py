@@ -1,0 +1,201 @@
+"""predict.py: from a run folder (head, LoRA, top blocks), an export and a folder laid out as a pushed repo, the
+run's own test predictions; input formats; human/JSON output; the one-line errors a user can cause."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import flags
+import hub
+import predict
+import train_cls
+import train_qa
+from data.labelled import read_labelled
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "data" / "samples"
+MODES = {"head": [], "top": ["--unfreeze-last", "1", "--backbone-lr", "1e-3"], "lora": ["--lora-rank", "4"]}
+QA_DATA = ["--train-file", str(SAMPLES / "squad_train.json"), "--eval-file", str(SAMPLES / "squad_test.json"),
+           "--max-train-examples", "30", "--max-eval-examples", "12"]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LLAMA_HEADS_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def sst2(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sst2")
+    for name, rows in (("train.tsv", 60), ("dev.tsv", 24)):
+        (folder / name).write_text("\n".join((SAMPLES / "sst2" / name).read_text().split("\n")[:rows + 1]) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tiny_llama_folder, sst2, cache):
+    """Tiny fp32 runs: cls in every mode (the head-only one exported), QA head-only (exported) and LoRA."""
+    out = tmp_path_factory.mktemp("runs")
+
+    def train(script, name, data, *more):
+        assert script.main(["--model", str(tiny_llama_folder), *data, "--epochs", "2", "--dtype", "fp32",
+                            "--runs-dir", str(out), "--run-name", name, *more]) == 0
+        return out / name
+    cls_data = ["--data-dir", str(sst2)]
+    made = {f"cls-{m}": train(train_cls, f"cls-{m}", cls_data, *f) for m, f in MODES.items()
+            if m != "head"}
+    made["cls-head"] = train(train_cls, "cls-head", cls_data, "--export", str(out / "cls-export"))
+    made["qa-head"] = train(train_qa, "qa-head", QA_DATA, "--export", str(out / "qa-export"))
+    made["qa-lora"] = train(train_qa, "qa-lora", QA_DATA, *MODES["lora"])
+    made["cls-export"], made["qa-export"] = out / "cls-export", out / "qa-export"
+    return made
+
+
+def rows_of(tmp_path, *argv) -> list[dict]:
+    out = tmp_path / "out.jsonl"
+    assert predict.main([*map(str, argv), "--dtype", "fp32", "--out", str(out)]) == 0
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def confusion(rows, gold, names) -> list[list[int]]:
+    m = [[0] * len(names) for _ in names]
+    for r, g in zip(rows, gold, strict=True):
+        m[g][names.index(r["label"])] += 1
+    return m
+
+
+@pytest.mark.parametrize("name", ["cls-head", "cls-top", "cls-lora"])
+def test_run_folder_reproduces_the_runs_test_predictions(tmp_path, runs, sst2, name):
+    info = json.loads((runs[name] / "metrics.json").read_text())
+    assert info["label_names"] == ["negative", "positive"]
+    rows = rows_of(tmp_path, runs[name], "--file", sst2 / "dev.tsv")
+    gold = [int(y) for y in read_labelled(sst2 / "dev.tsv").labels]
+    assert confusion(rows, gold, info["label_names"]) == info["confusion"]
+    assert all(abs(sum(r["probabilities"].values()) - 1) < 1e-5 for r in rows)
+    # the run's probabilities themselves: the rebuilt run (tests/test_modes.py) on the same sentences
+    from test_modes import rebuilt
+    lm, tok, head, _ = rebuilt(json.loads((runs[name] / "config.json").read_text())["model"], "cls", MODES[name[4:]],
+                               runs[name])
+    import model
+    from batching import pad_batch
+    texts = [r["text"] for r in rows]
+    ids, mask = pad_batch([tok(t)["input_ids"] for t in texts], tok.pad_token_id, torch.device("cpu"))
+    with torch.no_grad():
+        probs = head(model.pool(lm.model(input_ids=ids).last_hidden_state, mask)).softmax(-1)
+    ours = torch.tensor([[r["probabilities"][n] for n in info["label_names"]] for r in rows])
+    torch.testing.assert_close(ours, probs, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["qa-head", "qa-lora"])
+def test_qa_run_reproduces_preds_and_na_prob_exactly(tmp_path, runs, name):
+    rows = rows_of(tmp_path, runs[name], "--file", runs[name] / "test_data.json")
+    preds = json.loads((runs[name] / "preds.json").read_text())
+    na_prob = json.loads((runs[name] / "na_prob.json").read_text())
+    assert {r["id"]: r["answer"] for r in rows} == preds
+    assert {r["id"]: r["no_answer_probability"] for r in rows} == na_prob
+    for r in rows:  # offsets point at the answer in its context
+        assert (r["start"] is None) == (r["answer"] == "")
+
+
+def test_export_gives_the_runs_predictions(tmp_path, runs, sst2):
+    run_rows = rows_of(tmp_path, runs["cls-head"], "--file", sst2 / "dev.tsv")
+    export_rows = rows_of(tmp_path, runs["cls-export"], "--file", sst2 / "dev.tsv")
+    assert [r["label"] for r in export_rows] == [r["label"] for r in run_rows]  # names from the export's id2label
+    for a, b in zip(run_rows, export_rows):
+        assert all(abs(a["probabilities"][k] - b["probabilities"][k]) < 1e-5 for k in a["probabilities"])
+    config = json.loads((runs["cls-export"] / "config.json").read_text())
+    assert config["id2label"] == {"0": "negative", "1": "positive"}
+    qa_run = rows_of(tmp_path, runs["qa-head"], "--file", runs["qa-head"] / "test_data.json")
+    threshold = json.loads((runs["qa-head"] / "metrics.json").read_text())["threshold"]
+    qa_export = rows_of(tmp_path, runs["qa-export"], "--file", runs["qa-head"] / "test_data.json",
+                        "--threshold", repr(threshold))
+    assert [r["best_span"] for r in qa_export] == [r["best_span"] for r in qa_run]
+    assert all(abs(a["no_answer_probability"] - b["no_answer_probability"]) < 1e-4 for a, b in zip(qa_run, qa_export))
+
+
+def test_a_pushed_repo_is_fetched_and_read(tmp_path, runs, sst2, monkeypatch):
+    """A folder holding what a head push uploads (hub.HEAD_FILES) stands in for the Hub repo."""
+    repo = tmp_path / "hub-snapshot"
+    repo.mkdir()
+    for f in hub.HEAD_FILES:
+        if (runs["cls-lora"] / f).exists():
+            shutil.copy(runs["cls-lora"] / f, repo / f)
+    asked = {}
+
+    def fake_download(repo_id, allow_patterns=None, **kw):
+        asked["repo_id"] = repo_id
+        return str(repo)
+    monkeypatch.setattr("huggingface_hub.snapshot_download", fake_download)
+    pushed = rows_of(tmp_path, "me/sst2-lora", "--file", sst2 / "dev.tsv")
+    assert asked["repo_id"] == "me/sst2-lora"
+    assert pushed == rows_of(tmp_path, runs["cls-lora"], "--file", sst2 / "dev.tsv")
+
+
+def test_input_formats_and_output(tmp_path, runs, capsys, monkeypatch):
+    lines = ["a gorgeous , witty , seductive movie .", "dull"]
+    (tmp_path / "s.txt").write_text("\n".join(lines) + "\n\n")
+    (tmp_path / "s.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in lines))
+    by_text = rows_of(tmp_path, runs["cls-head"], "--text", lines[0], "--text", lines[1])
+    assert [r["text"] for r in by_text] == lines and set(by_text[0]["probabilities"]) == {"negative", "positive"}
+    assert rows_of(tmp_path, runs["cls-head"], "--file", tmp_path / "s.txt") == by_text
+    assert rows_of(tmp_path, runs["cls-head"], "--file", tmp_path / "s.jsonl") == by_text
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True)
+    assert predict.main([str(runs["cls-head"]), "--text", "dull", "--dtype", "fp32"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.endswith("  dull") and line.split()[0] in ("negative", "positive")
+    ctx = "The film was shot in Paris in 1998 by a small crew."
+    (tmp_path / "q.jsonl").write_text(json.dumps({"id": "q1", "question": "Where?", "context": ctx}) + "\n")
+    a = rows_of(tmp_path, runs["qa-head"], "--question", "Where?", "--context", ctx)
+    b = rows_of(tmp_path, runs["qa-head"], "--file", tmp_path / "q.jsonl")
+    assert a[0]["answer"] == b[0]["answer"] and b[0]["id"] == "q1"
+    assert 0 <= a[0]["no_answer_probability"] <= 1
+    if a[0]["answer"]:
+        assert ctx[a[0]["start"]:a[0]["end"]] == a[0]["answer"]
+
+
+def test_piped_output_is_json_lines(runs):
+    out = subprocess.run([sys.executable, str(ROOT / "predict.py"), str(runs["cls-head"]), "--dtype", "fp32"],
+                         input="dull\nfine\n", capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert out.returncode == 0, out.stderr
+    assert [json.loads(line)["text"] for line in out.stdout.splitlines()] == ["dull", "fine"]
+
+
+def errors(tmp_path, runs):
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(runs["cls-head"], corrupt)
+    (corrupt / "head.safetensors").write_bytes(b"\0" * 10)
+    other = tmp_path / "other"
+    shutil.copytree(runs["cls-head"], other)
+    info = json.loads((other / "metrics.json").read_text())
+    (other / "metrics.json").write_text(json.dumps({**info, "task": "mnli"}))
+    return {
+        "missing": ([str(tmp_path / "nope"), "--text", "x"], "no such folder"),
+        "not-a-run": ([str(tmp_path), "--text", "x"], "neither a run folder"),
+        "other-task": ([str(other), "--text", "x"], "a run of task 'mnli'"),
+        "question-to-cls": ([str(runs["cls-head"]), "--question", "q", "--context", "c"], "classifies sentences"),
+        "text-to-qa": ([str(runs["qa-head"]), "--text", "x"], "answers questions"),
+        "corrupt-head": ([str(corrupt), "--text", "x"], "head.safetensors does not load"),
+    }
+
+
+def test_user_errors_are_one_line_exit_2(tmp_path, runs, capsys):
+    for name, (argv, words) in errors(tmp_path, runs).items():
+        with pytest.raises(SystemExit) as e:
+            flags.run(lambda: predict.main(argv))
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count("\n") == 1 and words in err, (name, err)
+
+
+def test_a_repo_id_offline_is_one_line(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "predict.py"), "nobody-here/no-such-repo", "--text", "x"],
+                         capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert "no Hub repo to fetch" in out.stderr and "run folder" in out.stderr
