@@ -1,6 +1,6 @@
 """What trains, chosen once from the flags, as one object the scripts carry from there on.
 
-    HeadOnly    the head alone, on features of the frozen backbone cached on disk (the default)
+    Mode        the head alone, on features of the frozen backbone cached on disk (the default, and the base class)
     TopBlocks   the top K decoder blocks, the final norm and the head; the states entering the top K are cached
                 (nothing below them trains), and each step runs only the top
     LoRA        low-rank adapters on chosen Linear layers and the head; adapters change every block, so each
@@ -107,8 +107,6 @@ class Mode:
         autocast would only add casts (and round the features)."""
         return device.type == "cuda" and self.trains_backbone
 
-
-HeadOnly = Mode
 
 
 class TopBlocks(Mode):

@@ -12,8 +12,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 import distributed
-from data.fetch import write_atomic
-from features import save_tensors
+from data.fetch import atomic_path, write_atomic, write_safetensors
 from modes import trained_parameters
 
 # config keys that may change between a run and its --resume: where things go, how fast, what else is scored
@@ -111,10 +110,8 @@ class RunDir:
         write_atomic(self.file("log.jsonl"), "".join(strict_json(r).replace("\n", "") + "\n" for r in rows))
 
     def save_checkpoint(self, state: dict) -> None:
-        ckpt = self.file("ckpt.pt")
-        tmp = ckpt.with_suffix(".tmp")
-        torch.save(state, tmp)
-        tmp.replace(ckpt)
+        with atomic_path(self.file("ckpt.pt")) as tmp:
+            torch.save(state, tmp)
 
     def load_checkpoint(self, device: torch.device) -> dict | None:
         """The resume state onto `device` (map_location: a GPU run resumes on a CPU or on another rank's GPU)."""
@@ -128,7 +125,7 @@ class RunDir:
                            "scratch, or --overwrite") from None
 
     def save_weights(self, name: str, tensors: dict[str, torch.Tensor]) -> None:
-        save_tensors({k: t.detach().cpu().contiguous() for k, t in tensors.items()}, self.file(name))
+        write_safetensors(self.file(name), {k: t.detach().cpu().contiguous() for k, t in tensors.items()})
 
     def load_weights(self, name: str) -> dict[str, torch.Tensor]:
         try:

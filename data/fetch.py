@@ -3,9 +3,13 @@
 The cache lives in $LLAMA_HEADS_CACHE (default ~/.cache/llama-heads). Nothing is fetched when a
 user passes local files; offline with an empty cache, a DataUnavailable error says which flag to use.
 """
+import contextlib
+import errno
 import hashlib
 import io
 import os
+import secrets
+import stat
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -35,13 +39,100 @@ def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write via a temp file and rename, so a crash never leaves a half-written file."""
+def _write_target(path: Path) -> tuple[Path, os.stat_result | None, bool]:
+    """(the file that writing `path` changes, its stat or None if it does not exist yet, whether
+    to replace it atomically). Symlinks are followed to their final target (created if dangling);
+    a directory is refused; a FIFO, device or other non-regular file is written in place."""
+    try:
+        st = os.stat(path)  # follows symlinks; ELOOP and the like propagate as they are
+    except FileNotFoundError:
+        st = None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(errno.EISDIR, "is a directory, not a file", str(path))
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        return path, st, False
+    if os.path.islink(path):  # the link stays; its final target is what gets replaced (or created)
+        path = Path(os.path.realpath(path))
+        if os.path.islink(path):  # realpath gives up on a loop and returns a link
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path))
+    return path, st, True
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path):
+    """Context manager yielding the path to write instead of `path`; when the block ends without
+    an exception, that file replaces `path` atomically, so readers see the old file or the new
+    one, never half of it, even after a crash.
+
+    - regular file (or new path): a temp file in the same folder, with the old file's permission
+      bits (a new file gets the umask's), fsynced and os.replace'd onto the target, the folder
+      fsynced after; on any failure, including KeyboardInterrupt, the temp file is removed.
+    - symlink: written THROUGH: its final target is replaced (or created, if dangling); the link
+      itself is kept.
+    - existing FIFO, character/block device or socket: yields `path` itself, written directly
+      (no temp file, no rename: replacing /dev/null would be a disaster; a FIFO blocks until
+      someone reads it, as any writer does).
+    - directory: IsADirectoryError naming it, before any temp file exists.
+    Missing parent folders of `path` are created. Errors are OSErrors carrying the file name."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
+    target, st, atomic = _write_target(path)
+    if not atomic:
+        yield target
+        return
+    fd, tmp = -1, None
+    for _ in range(100):
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise FileExistsError(errno.EEXIST, "no free temp file name", str(tmp))
+    try:
+        if st is not None:
+            os.fchmod(fd, stat.S_IMODE(st.st_mode))
+        os.close(fd)
+        fd = -1
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        os.fsync(fd)  # the data reaches the disk before the name points at it
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, target)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # the rename itself reaches the disk (not on every platform)
+        folder = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+
+def write_atomic(path: str | Path, data: bytes | bytearray | memoryview | str) -> None:
+    """Write `data` (str as UTF-8) to `path` so that a crash never leaves a half-written file;
+    what "atomic" means for links, devices, FIFOs and folders: see atomic_path. The project's
+    one way to write a file. Safetensors: write_atomic(path, safetensors.torch.save(tensors)),
+    or write_safetensors, which does not hold a second copy of the tensors in memory."""
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    elif not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"write_atomic writes str or bytes, not {type(data).__name__}")
+    with atomic_path(path) as target, open(target, "wb") as f:
+        f.write(data)
+
+
+def write_safetensors(path: str | Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
+    """safetensors.torch.save_file, atomically as write_atomic (needs torch and safetensors)."""
+    from safetensors.torch import save_file
+    with atomic_path(path) as target:
+        save_file(tensors, str(target), metadata=metadata)
 
 
 def fetch_file(name: str, timeout: float = 30.0) -> Path:

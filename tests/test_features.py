@@ -12,6 +12,7 @@ import torch
 
 import features
 import model
+from data.fetch import write_safetensors
 
 ROOT = Path(__file__).resolve().parents[1]
 SENTENCES = ["a gorgeous , witty , seductive movie .", "the plot is nothing but boilerplate", "dull",
@@ -169,7 +170,7 @@ def test_a_corrupt_or_short_cache_file_is_said_and_recomputed(tmp_path, seqs, ca
     path.write_bytes(path.read_bytes()[:100])  # truncated
     assert_in_input_order(features.cached_features(path, seqs, computer(seqs, calls), chunk=4), seqs)
     assert f"feature cache {path} does not load" in capsys.readouterr().err and len(calls) == 6
-    features.save_tensors(features.flatten([feature(s) for s in seqs[:3]]), path)  # another data's file
+    write_safetensors(path, features.flatten([feature(s) for s in seqs[:3]]))  # another data's file
     assert_in_input_order(features.cached_features(path, seqs, computer(seqs, calls), chunk=4), seqs)
     assert "holds 3 items, not 10" in capsys.readouterr().err
 

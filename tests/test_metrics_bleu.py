@@ -1,6 +1,9 @@
 """metrics.bleu: the 13a tokenizer and word-level corpus BLEU (evaluate's "bleu" semantics),
-on hand-checked cases; the expected values are derived in the comments."""
+on hand-checked cases; the expected values are derived in the comments. Long predictions: the same
+words and counts as the four 13a regexes and whole n-gram Counters."""
 import math
+import re
+from collections import Counter
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -136,3 +139,56 @@ def test_properties(items, rnd):
     assert bleu([p.replace(" ", " \t ") for p in predictions], references) == result
     # predicting one of the references (4+ words each) is perfect
     assert bleu([refs[0] for refs in references], references)["bleu"] == 1.0
+
+
+# --- long predictions: the fast paths give the plain definition's numbers ------------------------
+
+THE_13A_REGEXES = [  # mteval-v13a.pl's rules as four plain regex substitutions, applied in order
+    (r"([\{-\~\[-\` -\&\(-\+\:-\@\/])", r" \1 "),
+    (r"([^0-9])([\.,])", r"\1 \2 "),
+    (r"([\.,])([^0-9])", r" \1 \2"),
+    (r"([0-9])(-)", r"\1 \2 "),
+]
+
+
+def plain_13a(text: str) -> list[str]:
+    text = text.replace("<skipped>", "").replace("-\n", "").replace("\n", " ")
+    text = text.replace("&quot;", '"').replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">")
+    text = f" {text} "
+    for pattern, replacement in THE_13A_REGEXES:
+        text = re.sub(pattern, replacement, text)
+    return text.split()
+
+
+def plain_bleu(prediction: str, refs: list[str], max_order: int = 4) -> tuple[list[int], list[int]]:
+    """(clipped matches, possible) per order by whole Counters of every n-gram."""
+    def grams(words):
+        return Counter(tuple(words[i:i + n]) for n in range(1, max_order + 1) for i in range(len(words) - n + 1))
+    words = plain_13a(prediction)
+    best = Counter()
+    for r in refs:
+        best |= grams(plain_13a(r))
+    clipped = grams(words) & best
+    return ([sum(c for g, c in clipped.items() if len(g) == n) for n in range(1, max_order + 1)],
+            [max(len(words) - n + 1, 0) for n in range(1, max_order + 1)])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="ab1 .,.,--&;<x\n\t(é", max_size=60))
+def test_13a_gives_the_words_of_the_four_regexes(text):
+    """Periods and commas in runs (where the regexes' non-overlapping matches pad every other one),
+    next to digits, dashes after digits, symbols: the same words."""
+    assert words_13a(text) == plain_13a(text)
+
+
+@pytest.mark.parametrize("prediction", [
+    "The cat sat. " * 3000,  # ~40 KB of repetition
+    "." * 20_001 + "1,2,3" * 2000 + "a.b,c" * 2000,  # runs of periods and commas, no spaces
+    " ".join(f"w{i % 997} the cat" for i in range(8000)),  # many distinct words
+])
+def test_long_prediction_counts_as_the_plain_definition(prediction):
+    refs = ["the cat sat.", "a cat sat on the mat", ". . ."]
+    matches, possible = plain_bleu(prediction, refs)
+    result = bleu([prediction], [refs])
+    assert result["translation_length"] == possible[0]
+    assert result["precisions"] == [m / p if p else 0.0 for m, p in zip(matches, possible)]

@@ -1,8 +1,12 @@
-"""metrics.rouge: rouge_score's tokenizer and ROUGE-1/2/L/Lsum on hand-computed cases."""
+"""metrics.rouge: rouge_score's tokenizer and ROUGE-1/2/L/Lsum on hand-computed cases, and the fast
+paths for long predictions against the plain dynamic programme."""
+from collections import Counter
+
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from metrics import MetricsInputError
+import metrics.rouge as rouge_module
 from metrics.rouge import rouge, rouge_scores, tokenize
 
 texts = st.text(alphabet="abc xy\n.-", max_size=25)
@@ -61,3 +65,76 @@ def test_properties(items, rnd):
         scores = rouge([refs[0]], [refs])
         n = len(tokenize(refs[0]))
         assert scores == {"rouge1": float(n > 0), "rouge2": float(n > 1), "rougeL": float(n > 0), "rougeLsum": float(n > 0)}
+
+
+# --- long predictions: the fast paths give the plain dynamic programme's numbers -----------------
+
+
+
+def plain_lcs_table(a, b):
+    table = [[0] * (len(b) + 1) for _ in range(len(a) + 1)]
+    for i, x in enumerate(a, 1):
+        for j, y in enumerate(b, 1):
+            table[i][j] = table[i - 1][j - 1] + 1 if x == y else max(table[i - 1][j], table[i][j - 1])
+    return table
+
+
+def plain_positions(ref, pred):
+    """rouge_score's backtracking over the full table: ties step back in ref."""
+    table, i, j, out = plain_lcs_table(ref, pred), len(ref), len(pred), set()
+    while i > 0 and j > 0:
+        if ref[i - 1] == pred[j - 1]:
+            out.add(i - 1)
+            i, j = i - 1, j - 1
+        elif table[i][j - 1] > table[i - 1][j]:
+            j -= 1
+        else:
+            i -= 1
+    return out
+
+
+def plain_rouge(prediction: str, reference: str) -> dict[str, float]:
+    def f(p, r):
+        return 2 * p * r / (p + r) if p + r > 0 else 0.0
+
+    def n_gram(ref, pred, n):
+        rc = Counter(tuple(ref[i:i + n]) for i in range(len(ref) - n + 1))
+        pc = Counter(tuple(pred[i:i + n]) for i in range(len(pred) - n + 1))
+        overlap = sum((rc & pc).values())
+        return f(overlap / max(pc.total(), 1), overlap / max(rc.total(), 1))
+
+    pred, ref = tokenize(prediction), tokenize(reference)
+    lcs = plain_lcs_table(ref, pred)[-1][-1] if ref and pred else 0
+    ref_sents = [tokenize(s) for s in reference.split("\n") if s]
+    pred_sents = [tokenize(s) for s in prediction.split("\n") if s]
+    ref_left, pred_left, hits = Counter(ref), Counter(pred), 0
+    for sent in ref_sents:
+        union = set().union(*(plain_positions(sent, p) for p in pred_sents))
+        for token in (sent[i] for i in sorted(union)):
+            if ref_left[token] > 0 and pred_left[token] > 0:
+                hits += 1
+                ref_left[token] -= 1
+                pred_left[token] -= 1
+    return {"rouge1": n_gram(ref, pred, 1), "rouge2": n_gram(ref, pred, 2),
+            "rougeL": f(lcs / len(pred), lcs / len(ref)) if lcs else 0.0,
+            "rougeLsum": f(hits / len(pred), hits / len(ref)) if pred and ref else 0.0}
+
+
+wide = st.text(alphabet="abcxy z\n\n,", max_size=60)
+
+
+@pytest.mark.parametrize("numpy_cells", [0, 20_000])  # every table by numpy, or only large ones
+@settings(max_examples=150, deadline=None)
+@given(wide, wide)
+def test_same_numbers_as_the_plain_dynamic_programme(numpy_cells, prediction, reference):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(rouge_module, "_NUMPY_CELLS", numpy_cells)
+        assert rouge_scores(prediction, reference) == plain_rouge(prediction, reference)
+
+
+def test_long_prediction_same_numbers_as_the_plain_dynamic_programme():
+    """Long sentences squeezed and backtracked by numpy, thousands of repeated sentences."""
+    prediction = ("the cat sat on a mat by the door " * 300 + "\n" + "cat\nmat door\n" * 500
+                  + "x y z " * 400 + "door the on sat cat")
+    reference = "the cat sat on the mat\nby the door the cat sat"
+    assert rouge_scores(prediction, reference) == pytest.approx(plain_rouge(prediction, reference), abs=0, rel=0)

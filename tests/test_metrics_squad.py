@@ -120,15 +120,29 @@ BAD_INPUTS = {
     "na-prob unknown id": (preds_with(), na_probs_with(**{"not-a-real-id": 0.5}), None, ["not in the data", "not-a-real-id"]),
     "malformed na-probs": (preds_with(), "{\n\n]", None, ["no-answer probability file", "is not valid JSON", "line 3 column 1"]),
     "data not SQuAD": ({}, None, {"version": "v2.0", "data": [{"title": "x"}]},
-                       ["data.json is not SQuAD format", "data[0].paragraphs is missing or not a list"]),
+                       ["data.json: data[0] has no 'paragraphs'", "expected official SQuAD JSON"]),
     "data answer without text": ({}, None, {"data": [{"paragraphs": [{"context": "c", "qas": [
         {"id": "q", "question": "?", "answers": [{"answer_start": 0}]}]}]}]},
-        ["data.json is not SQuAD format", "data[0].paragraphs[0].qas[0].answers[0].text is missing or not a str"]),
-    "data is a list": ({}, None, [1, 2], ["data.json is not SQuAD format", "data[0] is not an object"]),
-    "data duplicate id": ({"q": ""}, None, {"data": [{"paragraphs": [{"context": "c", "qas": [
-        {"id": "q", "question": "?", "answers": []}, {"id": "q", "question": "?", "answers": []}]}]}]},
-        ["question id q appears twice"]),
-    "empty data": ({}, None, {"version": "v2.0", "data": []}, ["data.json has no questions"]),
+        ["data.json: data[0].paragraphs[0].qas[0].answers[0] has no 'text'"]),
+    "data is a list": ({}, None, [1, 2], ["data.json: the top level should be an object with 'data', found a list"]),
+    "data is_impossible not a boolean": ({"q": ""}, None, {"data": [{"paragraphs": [{"context": "c", "qas": [
+        {"id": "q", "question": "?", "answers": [], "is_impossible": "false"}]}]}]},
+        ["data.json: data[0].paragraphs[0].qas[0].is_impossible should be true or false"]),
+    "data id not a string": ({"q": ""}, None, {"data": [{"paragraphs": [{"context": "c", "qas": [
+        {"id": None, "question": "?", "answers": []}]}]}]},
+        ["data.json: data[0].paragraphs[0].qas[0].id should be str or int, found NoneType"]),
+    "empty data": ({}, None, {"version": "v2.0", "data": []}, ["data.json holds no questions"]),
+    # integers beyond float range (10**400) and beyond Python's int-from-text limit (5000 digits)
+    "na-prob huge integer": (preds_with(), json.dumps(na_probs_with(**{FIRST_ID: "HUGE"})).replace('"HUGE"', "1" + "0" * 400),
+                             None, ["na_prob.json: no-answer probabilities for 1 questions are NaN or infinite", FIRST_ID]),
+    "na-prob 5000 digits": (preds_with(), json.dumps(na_probs_with(**{FIRST_ID: "HUGE"})).replace('"HUGE"', "9" * 5000),
+                            None, ["na_prob.json: no-answer probabilities for 1 questions are NaN or infinite", FIRST_ID]),
+    "na-prob 1e400": (preds_with(), json.dumps(na_probs_with(**{FIRST_ID: "HUGE"})).replace('"HUGE"', "1e400"),
+                      None, ["na_prob.json: no-answer probabilities for 1 questions are NaN or infinite", FIRST_ID]),
+    "na-prob a string": (preds_with(), na_probs_with(**{FIRST_ID: "high"}), None,
+                         ["na_prob.json: no-answer probabilities for 1 questions are not numbers", FIRST_ID]),
+    "prediction 5000 digits": (json.dumps(preds_with(**{FIRST_ID: "HUGE"})).replace('"HUGE"', "9" * 5000), None, None,
+                               ["predictions for 1 questions are not strings", FIRST_ID]),
 }
 
 
@@ -243,3 +257,45 @@ def test_evaluate_properties(items):
         assert 0 <= result[key] <= 100
     perfect = squad.evaluate(data, {str(i): gold if gold.strip() else "" for i, (gold, _, _) in enumerate(items)})
     assert perfect["exact"] == perfect["f1"] == 100.0
+
+
+# --- a runaway prediction: scored in seconds, not minutes ----------------------------------------
+
+def test_ten_megabyte_prediction_is_scored_in_seconds(tmp_path):
+    """One prediction of 10 MB (as a model stuck in a loop writes): natural words in 20,000 lines,
+    its gold answer over and over, 1 MB with no space ("a,b.c'd(e)"), 1 MB of periods. Quadratic
+    steps (a Counter of every n-gram, LCS tables over the whole prediction, synonym sets for each
+    of 2 million words, nltk's per-call regex time limit, normalising it once per gold answer) took
+    3.5 minutes here; each metric now costs about linear time. No timing is asserted: 60 s is the
+    bound within which it must finish at all."""
+    import random
+    data, preds = read(DATA), read(CASE / "full" / "preds.json")
+    words = " ".join(p["context"] for a in data["data"] for p in a["paragraphs"]).split()
+    qa = next(q for a in data["data"] for p in a["paragraphs"] for q in p["qas"] if q["answers"])
+    rng = random.Random(0)
+    text = "\n".join(" ".join(rng.choices(words, k=50)) for _ in range(20_000))[:6_000_000]
+    text += " " + (qa["answers"][0]["text"] + " ") * (2_000_000 // (len(qa["answers"][0]["text"]) + 1))
+    text = (text + "a,b.c'd(e)" * 100_000 + "." * 1_000_000)[:10_000_000]
+    preds[qa["id"]] = text
+    (tmp_path / "preds.json").write_text(json.dumps(preds))
+    run = subprocess.run([sys.executable, "-m", "metrics.squad", str(tmp_path / "preds.json"), "--data", str(DATA)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout, parse_constant=lambda c: pytest.fail(f"{c} in the output"))
+    expected = read(CASE / "full" / "expected.json")
+    assert result["n_answerable_scored"] == expected["n_answerable_scored"]
+    assert result["bleu"]["translation_length"] > 2_000_000  # the long prediction's words were all counted
+    for value in (result["rouge"]["rougeL"], result["meteor"]["meteor"], result["bleu"]["bleu"]):
+        assert 0.0 <= value <= 1.0
+
+
+def test_scores_are_strict_json():
+    """NaN and Infinity are not JSON: a result holding one is refused, naming where, never written."""
+    assert squad.format_scores({"a": {"b": [0.5, 1]}}) == json.dumps({"a": {"b": [0.5, 1]}}, indent=1)
+    with pytest.raises(MetricsInputError, match=r"not finite numbers at squad_v2\.f1, bleu\.precisions\[1\]"):
+        squad.format_scores({"squad_v2": {"f1": float("nan")}, "bleu": {"precisions": [0.0, float("inf")]}})
+    # the largest finite probabilities and thresholds stay finite numbers in the output
+    data = squad_data(("a", ["x"]), ("b", []))
+    result = squad.score(data, {"a": "x", "b": ""}, {"a": 1.7976931348623157e308, "b": 0.0})
+    text = squad.format_scores(result)
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(c))["squad_v2"]["best_f1_thresh"] == 1.7976931348623157e308

@@ -333,12 +333,16 @@ def test_not_squad_names_the_json_path(tmp_path, content, where):
         read_squad(path)
 
 
-def test_duplicate_ids_are_an_error(tmp_path):
+def test_duplicate_ids_keep_the_last_occurrence_with_a_warning(tmp_path, capsys):
+    """As the official evaluate-v2.0.py (its dicts keep the last one); see tests/test_reading.py."""
     path = write_squad(tmp_path, [{"context": "abc", "qas": [qa("x", [("abc", 0)])]},
-                                  {"context": "def", "qas": [qa("y"), qa("x", [("def", 0)])]}])
-    with pytest.raises(SquadFormatError, match=r"'x' at data\[0\]\.paragraphs\[1\]\.qas\[1\] repeats "
-                                               r"the one at data\[0\]\.paragraphs\[0\]\.qas\[0\]"):
-        read_squad(path)
+                                  {"context": "def", "qas": [qa("y", impossible=True), qa("x", [("def", 0)])]}])
+    examples, report = read_squad(path)
+    assert [(ex.id, ex.context, ex.answers) for ex in examples] == [("y", "def", []), ("x", "def", ["def"])]
+    assert (report.reading.repeated_ids, report.reading.dropped_repeats) == (1, 1)
+    err = capsys.readouterr().err
+    assert err == (f"warning: {path}: 1 question ids occur more than once: the last occurrence kept, "
+                   "1 earlier ones dropped (as the official evaluate-v2.0.py reads them)\n")
 
 
 @pytest.mark.parametrize("text", ["", "  \n", '{"version": "v2.0", "data": []}',
