@@ -58,6 +58,9 @@ class ModelError(ValueError):
 @contextmanager
 def loading(name: str):
     """Turn the ways a model fails to load into one ModelError that says what to pass instead."""
+    if name.startswith(("/", "./", "../", "~")) and not Path(name).expanduser().is_dir():
+        raise ModelError(f"--model {name}: no such folder; pass a folder with config.json, weights and tokenizer "
+                         "files, a Hub id (org/name), or smollm2-135m (embedded)")
     try:
         yield
     except (OSError, ValueError, SafetensorError) as e:

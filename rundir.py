@@ -61,7 +61,8 @@ class RunDir:
             return run
         if run.path.exists() and not run.path.is_dir():
             raise RunError(f"{run.path} is a file, not a run folder; pass another --runs-dir or --run-name")
-        started = run.path.is_dir() and any(run.path.iterdir())
+        # a folder holding only its config stopped before any work was saved (e.g. the model did not load)
+        started = run.path.is_dir() and any(f.name != "config.json" for f in run.path.iterdir())
         if started and overwrite:
             shutil.rmtree(run.path)
         elif started and resume:

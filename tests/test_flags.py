@@ -61,7 +61,7 @@ def data(tmp_path):
 
 
 @pytest.mark.parametrize("model_flag, words", [
-    ("/no/such/folder", "--model /no/such/folder: cannot load it"),
+    ("/no/such/folder", "--model /no/such/folder: no such folder"),
     ("no/such-model", "--model no/such-model: cannot load it"),
 ])
 def test_a_model_that_does_not_load_is_one_line(tmp_path, data, model_flag, words):

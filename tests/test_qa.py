@@ -305,9 +305,9 @@ NO_ANSWER = {"id": "a", "question": "Who?", "is_impossible": True, "answers": []
 @pytest.mark.parametrize("text, which, words", [
     ('{"data": [{"title": "T", "paragraphs": [', "train", ["invalid JSON at line 1"]),
     ('{"rows": [1, 2]}', "train", ["has no 'data'", "official SQuAD JSON"]),
-    (squad(NO_ANSWER, NO_ANSWER), "train", ["id 'a'", "repeats"]),
+    (squad({**NO_ANSWER, "is_impossible": "yes"}), "train", ["is_impossible should be true or false"]),
     ('{"version": "v2.0", "data": []}', "eval", ["holds no questions"]),
-], ids=["malformed-json", "not-squad", "duplicate-ids", "empty-eval-set"])
+], ids=["malformed-json", "not-squad", "bad-is-impossible", "empty-eval-set"])
 def test_bad_data_exits_2_naming_the_file(tmp_path, text, which, words):
     bad = tmp_path / "bad.json"
     bad.write_text(text)

@@ -151,8 +151,12 @@ def test_windows_cover_every_context_token_with_doc_stride_overlap(bundled, smol
 
 
 def test_bos_is_kept_when_the_tokenizer_adds_one(smollm2_folder, bundled):
+    from tokenizers import processors
     from transformers import AutoTokenizer
-    tok = AutoTokenizer.from_pretrained(smollm2_folder, add_bos_token=True)  # like Llama 3
+    tok = AutoTokenizer.from_pretrained(smollm2_folder)
+    # a BOS in front, like Llama 3; set on the backend: only transformers 5 honours add_bos_token=True here
+    tok.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{tok.bos_token} $A", pair=f"{tok.bos_token} $A $B:1", special_tokens=[(tok.bos_token, tok.bos_token_id)])
     with_bos = make_windows(bundled[:3], tok)
     assert all(w.input_ids[0] == tok.bos_token_id for w in with_bos)
 
