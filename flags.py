@@ -13,7 +13,7 @@ import torch
 import distributed
 from data.fetch import DataUnavailable
 from data.labelled import DataError
-from data.squad import SquadFormatError
+from data.squad_json import SquadFormatError
 from hub import Push
 from loop import TrainArgs, TrainingDiverged
 from metrics import MetricsInputError

@@ -30,7 +30,8 @@ import train_cls
 import train_qa
 from data.fetch import write_atomic
 from data.labelled import DataError, _rows
-from data.squad import Example, load_squad, predictions
+from data.squad import predictions
+from data.squad_json import Example, load_squad
 from modes import Mode, load_trained
 from rundir import RunDir
 

@@ -29,8 +29,8 @@ from batching import length_batches, pad_rows, shuffled
 from data.fetch import DataUnavailable, fetch_file, write_atomic
 from data.labelled import DataError
 from data.split import stratified_split
-from data.squad import (choose_threshold, load_squad, make_windows, postprocess, predictions, split_articles,
-                        to_squad_json)
+from data.squad import choose_threshold, make_windows, postprocess, predictions
+from data.squad_json import load_squad, split_articles, to_squad_json
 from features import data_fingerprint
 from metrics.squad import score
 from modes import FeatureSpec, Mode, Source, count_params, load_trained

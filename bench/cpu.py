@@ -121,7 +121,8 @@ def worker_ours_qa(spec: dict) -> dict:
     import loop
     import model
     import train_qa
-    from data.squad import load_squad, make_windows
+    from data.squad import make_windows
+    from data.squad_json import load_squad
     from modes import Mode
     from rundir import RunDir
     args = train_qa.parse_args(["--model", spec["model"], "--epochs", str(spec["epochs"]), "--seed", str(spec["seed"]),
@@ -159,7 +160,8 @@ def worker_peer_qa(spec: dict) -> dict:
     from transformers import AutoModel, LlamaForQuestionAnswering, default_data_collator
     import model
     import train_qa
-    from data.squad import load_squad, make_windows
+    from data.squad import make_windows
+    from data.squad_json import load_squad
     t0 = time.perf_counter()
     tok = model.load_tokenizer(spec["model"])
     backbone = AutoModel.from_pretrained(spec["model"], dtype=torch.float32)

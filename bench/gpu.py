@@ -95,7 +95,8 @@ def write_lengths(shared: Path, out: Path = LENGTHS) -> dict:
     import model
     import smollm2
     from data.labelled import read_labelled
-    from data.squad import load_squad, make_windows
+    from data.squad import make_windows
+    from data.squad_json import load_squad
     tok = model.load_tokenizer(str(smollm2.local_folder()))
 
     def hist(lengths):

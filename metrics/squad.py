@@ -5,7 +5,7 @@ the answerable questions' predictions against all their gold answers.
 
 From Python, score(load_dataset(path), preds, na_probs) returns what the CLI prints, and
 format_scores() of it is the CLI's text (strict JSON: never NaN or Infinity).
-The data file is read by data.squad.read_questions, the one reading of SQuAD JSON that training
+The data file is read by data.squad_json.read_questions, the one reading of SQuAD JSON that training
 shares (which questions exist and which are answerable: the official script's rules; ambiguous
 files get a one-line warning on stderr). Bad input raises MetricsInputError (the CLI prints its
 one-line message and exits 2). A failed --out write still prints the scores, then its one-line
@@ -22,7 +22,7 @@ from collections import Counter
 from pathlib import Path
 
 from data.fetch import DataUnavailable, fetch_file, write_atomic
-from data.squad import Question, SquadFormatError, read_questions
+from data.squad_json import Question, SquadFormatError, read_questions
 from metrics import MetricsInputError
 from metrics.bleu import bleu
 from metrics.meteor import meteor
@@ -104,7 +104,7 @@ def read_json(path: Path | str, what: str):
 
 
 def _questions(dataset, name: str | None = None) -> list[Question]:
-    """data.squad.read_questions (the project's one reading of SQuAD JSON, shared with training),
+    """data.squad_json.read_questions (the project's one reading of SQuAD JSON, shared with training),
     its refusals as MetricsInputError."""
     try:
         return read_questions(dataset, name)[0]
@@ -130,7 +130,7 @@ def _articles(questions: list[Question]) -> list[dict]:
 
 
 def load_dataset(path: Path | str) -> list[dict]:
-    """The articles of a SQuAD-format file as data.squad.read_questions reads it (which questions
+    """The articles of a SQuAD-format file as data.squad_json.read_questions reads it (which questions
     exist, which are answerable: the official script's rules, shared with training; ambiguities
     are warned about once, on stderr), rewritten so that nothing is left to interpret. Errors name
     the file and the problem."""
@@ -139,7 +139,7 @@ def load_dataset(path: Path | str) -> list[dict]:
 
 def gold_answers(dataset) -> dict[str, list[str]]:
     """question id -> gold answer texts ([] if unanswerable), in data order. dataset: the
-    JSON object of a SQuAD file or its list of articles, read by data.squad.read_questions."""
+    JSON object of a SQuAD file or its list of articles, read by data.squad_json.read_questions."""
     return {q.id: q.texts for q in _questions(dataset)}
 
 

@@ -217,7 +217,8 @@ def test_every_card_snippet_runs_and_gives_the_projects_logits(tmp_path, monkeyp
                                        atol=1e-4, rtol=0)
             assert set(eval(printed)) == {"negative", "positive"}
         else:
-            from data.squad import Example, make_windows
+            from data.squad import make_windows
+            from data.squad_json import Example
             q, c = hub.SAMPLE_QA
             (w,) = make_windows([Example("q", "", q, c, [], [])], tok)
             assert scope["ids"] == w.input_ids  # the project's window

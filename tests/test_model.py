@@ -171,7 +171,8 @@ def test_export_cls_gives_our_logits(tmp_path, monkeypatch, tiny_llama_folder):
     ours = model.pool(hidden, mask, "last") @ weight.T
 
     exported = AutoModelForSequenceClassification.from_pretrained(tmp_path / "export", dtype=torch.float32).eval()
-    assert exported.config.id2label == {0: "0", 1: "1"} and exported.config.pad_token_id == tok.pad_token_id
+    assert exported.config.id2label == {0: "negative", 1: "positive"}  # SST-2's 0/1, named
+    assert exported.config.pad_token_id == tok.pad_token_id
     with torch.no_grad():
         theirs = exported(input_ids=ids, attention_mask=mask).logits
     torch.testing.assert_close(theirs, ours, atol=1e-4, rtol=0)

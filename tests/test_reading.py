@@ -1,4 +1,4 @@
-"""One reading of SQuAD: the training reader (data.squad.read_squad, and to_squad_json's test_data.json)
+"""One reading of SQuAD: the training reader (data.squad_json.read_squad, and to_squad_json's test_data.json)
 and the scorer (metrics.squad) read every legal shape of the same data alike, and as the official
 evaluate-v2.0.py does; ambiguous files get the same reading and the same one-line warning from both."""
 import json
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from data.squad import SquadFormatError, read_questions, read_squad, to_squad_json
+from data.squad_json import SquadFormatError, read_questions, read_squad, to_squad_json
 from metrics import MetricsInputError
 from metrics import squad as metrics_squad
 

@@ -35,6 +35,7 @@ def test_an_existing_run_is_refused_unless_resumed_or_overwritten(tmp_path):
 ])
 def test_resume_refuses_a_run_made_otherwise(tmp_path, change, words):
     RunDir.open(tmp_path / "r", CONFIG, resume=False, overwrite=False)
+    (tmp_path / "r" / "ckpt.pt").write_bytes(b"an epoch's checkpoint")
     with pytest.raises(RunError, match="was made otherwise") as e:
         RunDir.open(tmp_path / "r", {**CONFIG, **change}, resume=True, overwrite=False)
     assert words in str(e.value)
@@ -82,3 +83,10 @@ def test_cli_rerun_with_the_same_name(tmp_path, tiny_llama_folder):
     assert_one_line_error(run_script("train_cls.py", *flags, "--resume", "--lr", "0.1", env=env),
                           "--lr was 0.005, now 0.1")
     assert (tmp_path / "runs" / "r" / "head.safetensors").read_bytes() == head
+
+
+def test_a_folder_holding_only_its_config_is_no_run(tmp_path):
+    """A run that stopped before saving anything (its model did not load, say) may be started again."""
+    RunDir.open(tmp_path / "r", CONFIG, resume=False, overwrite=False)
+    run = RunDir.open(tmp_path / "r", {**CONFIG, "model": "other"}, resume=False, overwrite=False)
+    assert run.read_json("config.json")["model"] == "other"

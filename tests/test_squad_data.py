@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from data.squad import (NO_SPAN_DIFF, Example, SquadFormatError, Window, choose_threshold, load_squad,
-                        make_windows, postprocess, predictions, read_squad, split_articles)
+from data.squad import NO_SPAN_DIFF, Window, choose_threshold, make_windows, postprocess, predictions
+from data.squad_json import Example, SquadFormatError, load_squad, read_squad, split_articles
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
 # (max_length, doc_stride, max_question_tokens): the default, and one forcing many windows
