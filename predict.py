@@ -32,7 +32,7 @@ from data.fetch import write_atomic
 from data.labelled import DataError, _rows
 from data.squad import predictions
 from data.squad_json import Example, load_squad
-from modes import Mode, load_trained
+from modes import Mode
 from rundir import RunDir
 
 TASK_OF_RUN = {"sst2": "cls", "squad_v2": "qa"}
@@ -149,22 +149,9 @@ def load_run(folder: Path, task: str, opts) -> Predictor:
         args.dtype = opts.dtype
     mode = flags.mode(args)
     device = model.pick_device(args.device)
-    state = run.load_weights("head.safetensors")  # a damaged run fails before the backbone loads
-    trained = run.load_weights("adapters.safetensors") if mode.trains_backbone else None
-    lm, tokenizer = model.load_backbone(args.model, device, model.pick_dtype(device, args.dtype))
-    if task == "cls":
-        head = model.cls_head(lm.config.hidden_size, len(info.get("labels") or [0, 1]))
-    else:
-        head = model.qa_head(lm.config.hidden_size)
-    try:
-        head.load_state_dict(state)
-    except RuntimeError:
-        raise SourceError(f"{run.file('head.safetensors')} does not fit the run's head ({tuple(head.weight.shape)} "
-                          "weights); the run folder is damaged: train it again (--overwrite)") from None
-    mode.prepare(lm.model)
-    if mode.trains_backbone:
-        load_trained(lm.model, head, trained, run.file("adapters.safetensors"))
-    head.to(device).eval()
+    n_labels = len(info.get("labels") or [0, 1])
+    make_head = (lambda hidden: model.cls_head(hidden, n_labels)) if task == "cls" else model.qa_head
+    lm, tokenizer, head = run.restore(mode, make_head, args.model, device, model.pick_dtype(device, args.dtype))
     names = info.get("label_names") or train_cls.display_names(info.get("labels") or ["0", "1"])
     return Predictor(task, lm, tokenizer, head, mode, args, names=names if task == "cls" else None,
                      threshold=opts.threshold if opts.threshold is not None else info.get("threshold", 0.0))

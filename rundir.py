@@ -13,7 +13,8 @@ from torch import nn
 
 import distributed
 from data.fetch import atomic_path, write_atomic, write_safetensors
-from modes import trained_parameters
+from model import load_backbone
+from modes import load_trained, trained_parameters
 
 # config keys that may change between a run and its --resume: where things go, how fast, what else is scored
 RESUMABLE_CHANGES = {"epochs", "resume", "overwrite", "run_name", "runs_dir", "export", "merge", "push_to_hub",
@@ -141,3 +142,21 @@ class RunDir:
         self.save_weights("head.safetensors", head.state_dict())
         if mode.trains_backbone:
             self.save_weights("adapters.safetensors", trained_parameters(backbone, head))
+
+    def restore(self, mode, make_head, model_name: str, device: torch.device, dtype: torch.dtype):
+        """(lm, tokenizer, head) as the run trained them: the base backbone prepared by the run's mode, with its
+        head and trained weights, in eval mode on `device`. The run's files are read first, so a damaged run
+        fails before the backbone loads."""
+        state = self.load_weights("head.safetensors")
+        trained = self.load_weights("adapters.safetensors") if mode.trains_backbone else None
+        lm, tokenizer = load_backbone(model_name, device, dtype)
+        head = make_head(lm.config.hidden_size)
+        try:
+            head.load_state_dict(state)
+        except RuntimeError:
+            raise RunError(f"{self.file('head.safetensors')} does not fit the run's head ({tuple(head.weight.shape)} "
+                           "weights); the run folder is damaged: train it again (--overwrite)") from None
+        mode.prepare(lm.model)
+        if trained is not None:
+            load_trained(lm.model, head, trained, self.file("adapters.safetensors"))
+        return lm.eval(), tokenizer, head.to(device).eval()

@@ -64,7 +64,8 @@ class Split:
     labels as class indices into names."""
     train_all: Labelled
     test: Labelled
-    names: list[str]
+    names: list[str]  # the label values, sorted
+    display: list[str]  # what users read for them (--label-names, or known names such as SST-2's)
     y_all: list[int]
     y_test: list[int]
     train_idx: list[int]
@@ -86,14 +87,15 @@ def load_data(args) -> tuple[Labelled, Labelled]:
             read_labelled(test_path, args.text_column, args.label_column))
 
 
-def split_data(train_all: Labelled, test: Labelled, val_fraction: float, seed: int) -> Split:
+def split_data(train_all: Labelled, test: Labelled, val_fraction: float, seed: int,
+               given_names: str | None = None) -> Split:
     names = label_names(train_all)
     y_all, y_test = encode_labels(train_all, names), encode_labels(test, names)  # refuses unknown test labels
     train_idx, val_idx = stratified_split(train_all.labels, val_fraction, seed)
     if not train_idx or not val_idx:
         raise DataError(f"{train_all.path}: {len(train_idx) + len(val_idx)} rows are too few for a training and a "
                         f"validation split at --val-fraction {val_fraction}; add rows or change --val-fraction")
-    return Split(train_all, test, names, y_all, y_test, train_idx, val_idx)
+    return Split(train_all, test, names, display_names(names, given_names), y_all, y_test, train_idx, val_idx)
 
 
 def display_names(labels: list[str], given: str | None = None) -> list[str]:
@@ -215,11 +217,10 @@ def main(argv=None) -> int:
     device = flags.start(args)
 
     # 1. data: the training file split into train/validation, and the test set
-    split = split_data(*load_data(args), args.val_fraction, args.seed)
-    names = display_names(split.names, args.label_names)
+    split = split_data(*load_data(args), args.val_fraction, args.seed, args.label_names)
     print_split(split)
-    data = fingerprint(split.train_all.texts, split.train_all.labels, split.test.texts, split.test.labels)
-    config = {**vars(args), "mode": mode.name, "data": data}  # --resume must find the same
+    digest = fingerprint(split.train_all.texts, split.train_all.labels, split.test.texts, split.test.labels)
+    config = {**vars(args), "mode": mode.name, "data": digest}  # --resume must find the same
     run = RunDir.open(flags.run_name(args, "sst2", mode), config, args.resume, args.overwrite)
 
     # 2. the backbone, and the features each split reads (cached while the backbone is frozen)
@@ -265,7 +266,7 @@ def main(argv=None) -> int:
     if not distributed.is_main():
         return 0
     run.save_trained(clf.head, lm.model, mode)
-    export = model.export(Path(args.export), args.model, "cls", clf.head, tokenizer, names, lm.model) \
+    export = model.export(Path(args.export), args.model, "cls", clf.head, tokenizer, split.display, lm.model) \
         if args.export else None
     return hub.publish(run, info, flags.push(args), export)
 
@@ -275,7 +276,7 @@ def summary(args, mode: Mode, split: Split, results: dict, matrix: list, params:
     """metrics.json: what ran, on what, and every number it produced."""
     return {"task": "sst2", "mode": mode.name, "base_model": args.model, "trained": mode.describe(),
             "command": shlex.join(["python"] + sys.argv), "resolved_model": model.resolve_model(args.model),
-            "labels": split.names, "label_names": display_names(split.names, args.label_names), "metrics": results,
+            "labels": split.names, "label_names": split.display, "metrics": results,
             "confusion": matrix, "params": params, "epochs": rows,
             "split": {"train": len(split.train_idx), "validation": len(split.val_idx), "test": len(split.y_test),
                       "seed": args.seed, "stratify_by": "label"}, "timing": timing}

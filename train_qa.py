@@ -33,7 +33,7 @@ from data.squad import choose_threshold, make_windows, postprocess, predictions
 from data.squad_json import load_squad, split_articles, to_squad_json
 from features import data_fingerprint
 from metrics.squad import score
-from modes import FeatureSpec, Mode, Source, count_params, load_trained
+from modes import FeatureSpec, Mode, Source, count_params
 from rundir import RunDir, fingerprint
 from tables import results_table
 
@@ -354,13 +354,7 @@ def evaluate_run(args) -> int:
     mode = flags.mode(args)
     test = subsample(load_squad(args.eval_file or run.file("test_data.json")), args.max_eval_examples, args.seed)
     device = model.pick_device(args.device)
-    lm, tokenizer = model.load_backbone(args.model, device, model.pick_dtype(device, args.dtype))
-    head = model.qa_head(lm.config.hidden_size)
-    head.load_state_dict(run.load_weights("head.safetensors"))
-    mode.prepare(lm.model)
-    if mode.trains_backbone:
-        load_trained(lm.model, head, run.load_weights("adapters.safetensors"), run.file("adapters.safetensors"))
-    head.to(device).eval()
+    lm, tokenizer, head = run.restore(mode, model.qa_head, args.model, device, model.pick_dtype(device, args.dtype))
     windows, sources = sources_for(mode, lm, tokenizer, {"test": test}, args)
     reader = Reader(head, {"test": test}, windows, sources, args)
     result, preds, na_prob = reader.test(info["threshold"])
