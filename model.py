@@ -1,4 +1,5 @@
 """The Llama backbone, the task heads, pooling, parameter counts and transformers exports."""
+import json
 import os
 import shutil
 from contextlib import contextmanager
@@ -166,10 +167,15 @@ def param_report(backbone: nn.Module, head: nn.Module) -> dict:
     return {**parts, "total": sum(parts.values()), "trainable": trainable}
 
 
-def export(out_dir: Path, model_name: str, task: str, head: nn.Linear, tokenizer, id2label=None,
-           backbone: nn.Module | None = None) -> Path:
+SETTINGS_FILE = "llama_heads.json"  # in an export: what predict.py needs besides the weights (task, inputs, threshold)
+
+
+def export(out_dir: Path, model_name: str, task: str, head: nn.Linear, tokenizer, settings: dict,
+           id2label=None, backbone: nn.Module | None = None, adapter: tuple[dict, dict] | None = None) -> Path:
     """Write a transformers checkpoint (config + safetensors + tokenizer) with the trained head, on the base
-    checkpoint's backbone with what `backbone` trained written in (LoRA adapters merged, unfrozen blocks).
+    checkpoint's backbone with what `backbone` trained written in (LoRA adapters merged, unfrozen blocks); or,
+    given `adapter` (Mode.peft), the adapters and head in PEFT's format instead of a merged checkpoint. Either way
+    with the tokenizer and `settings` (SETTINGS_FILE: the task, how inputs were encoded, a QA run's threshold).
 
     task 'cls' -> LlamaForSequenceClassification (pools the rightmost non-pad token: our 'last' pooling);
     task 'qa'  -> LlamaForQuestionAnswering, whose backbone attribute is `transformer`, not `model`:
@@ -178,12 +184,31 @@ def export(out_dir: Path, model_name: str, task: str, head: nn.Linear, tokenizer
     The export is fp32 (EXPORT_DTYPE, recorded in its config): the head, unfrozen blocks and LoRA updates trained
     in fp32, and rounding them to a bf16 checkpoint's dtype would lose most of their small updates.
     """
-    path = resolve_model(model_name)
-    base = AutoModel.from_pretrained(path, dtype=EXPORT_DTYPE)
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + f".{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    if adapter is not None:
+        lora.write_peft(tmp, adapter)
+    else:
+        full_model(model_name, task, head, tokenizer.pad_token_id, id2label, backbone).save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / SETTINGS_FILE).write_text(json.dumps(settings, indent=1))
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+    return out_dir
+
+
+def full_model(model_name: str, task: str, head: nn.Linear, pad_token_id: int, id2label=None,
+               backbone: nn.Module | None = None) -> nn.Module:
+    """The base checkpoint as LlamaFor{SequenceClassification,QuestionAnswering} in EXPORT_DTYPE, with `head` and
+    what `backbone` trained."""
+    base = AutoModel.from_pretrained(resolve_model(model_name), dtype=EXPORT_DTYPE)
     if backbone is not None:
         merge_into(base, backbone)
     config = base.config
-    config.pad_token_id = tokenizer.pad_token_id
+    config.pad_token_id = pad_token_id
     if task == "cls":
         config.num_labels = head.out_features
         if id2label:
@@ -196,17 +221,7 @@ def export(out_dir: Path, model_name: str, task: str, head: nn.Linear, tokenizer
         full = cls(config)
     full.base_model.load_state_dict(base.state_dict(), assign=True)
     setattr(full, "score" if task == "cls" else "qa_outputs", head.to("cpu", EXPORT_DTYPE))
-    full.eval()
-    out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + f".{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    full.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
-    return out_dir
-
+    return full.eval()
 
 
 @torch.no_grad()

@@ -12,6 +12,7 @@ what to save and reload. A fourth mode is one more class here and one more flag 
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -29,10 +30,15 @@ class TuningError(ValueError):
 
 @dataclass
 class Passes:
-    """How feature passes run: the model's path (it keys the cache), tokens per batch, torch.compile or not."""
+    """How feature passes run: the model's path (it keys the cache), tokens per batch, torch.compile or not, and
+    whether frozen features are kept on disk for later runs (not for predict.py's one-off inputs)."""
     model_path: str
     max_tokens: int
     compile: bool = False
+    keep: bool = True
+
+    def cache_path(self, dtype: torch.dtype, seqs: list[list[int]], **key) -> Path | None:
+        return cache_path(self.model_path, dtype, seqs, **key) if self.keep else None
 
 
 class Source:
@@ -99,8 +105,12 @@ class Mode:
         if not spec.cache:
             return full_passes(lm, spec)
         compute = picks(feature_module(lm.model, passes.compile), spec, passes, f"features {spec.name}", spec.pick)
-        items = cached_features(cache_path(passes.model_path, lm.dtype, spec.seqs, **spec.key), spec.seqs, compute)
+        items = cached_features(passes.cache_path(lm.dtype, spec.seqs, **spec.key), spec.seqs, compute)
         return Source.in_memory(items, spec.dense, next(lm.parameters()).device)
+
+    def peft(self, backbone: nn.Module, head: nn.Module, task: str, base: str) -> tuple[dict, dict] | None:
+        """What this mode trained as a PEFT adapter (config, tensors), if the mode is one PEFT has."""
+        return None
 
     def amp(self, device: torch.device) -> bool:
         """Autocast a training backbone on CUDA; a head on cached features is a few small fp32 matmuls, where
@@ -142,7 +152,7 @@ class TopBlocks(Mode):
         depth = len(lm.model.layers) - self.k
         compute = picks(Trunk(lm.model, self.k), spec, passes, f"trunk {spec.name}",
                         lambda b, hidden, _: [hidden[r, :len(spec.seqs[i])] for r, i in enumerate(b)])
-        states = cached_features(cache_path(passes.model_path, lm.dtype, spec.seqs, trunk=depth), spec.seqs, compute)
+        states = cached_features(passes.cache_path(lm.dtype, spec.seqs, trunk=depth), spec.seqs, compute)
         device = next(lm.parameters()).device
 
         def get(idx):  # grad mode is the caller's: the loss reaches the top blocks
@@ -176,6 +186,10 @@ class LoRA(Mode):
 
     def source(self, lm, spec: FeatureSpec, passes: Passes) -> Source:
         return full_passes(lm, spec)
+
+    def peft(self, backbone: nn.Module, head: nn.Module, task: str, base: str) -> tuple[dict, dict]:
+        return lora.to_peft(trained_parameters(backbone, head), task, self.rank, self.alpha, self.dropout,
+                            self.targets, base)
 
 
 def training_passes(backbone: nn.Module, grad_checkpoint: bool) -> None:

@@ -5,6 +5,8 @@
     python predict.py runs/squad-NAME --question "Who wrote it?" --context "It was written by ..."
     python predict.py runs/squad-NAME --file dev-v2.0.json --jsonl        # SQuAD JSON, or JSONL of {question, context}
     python predict.py user/repo --text "..."                              # a pushed repo, fetched into the Hub cache
+    python predict.py exports/sst2-lora --text "..."                      # an --export (merged, or --peft) folder
+    python predict.py runs/demo-qnli --text "Who?" --text-pair "It was Ada."  # a pair run (stdin/.txt: A<TAB>B)
     echo "a gripping, funny film" | python predict.py runs/demo-sst2      # stdin: a sentence (or QA JSON object) a line
 
 The task and everything that shapes the inputs (tokenisation, pooling, windows, the no-answer threshold, the
@@ -12,6 +14,7 @@ training mode and its adapters or blocks) come from the source itself. A run fol
 --eval-run rebuilds it, so its test set gives the run's own test predictions. One JSON object per input: the
 label and the probability of every label; or the answer, its character offsets in the context ("" and null when
 the no-answer score wins) and the no-answer probability under the threshold. On a terminal: one readable line each.
+Inputs given with --text, --question or stdin leave no feature cache behind; a --file's features are cached.
 """
 import argparse
 import contextlib
@@ -32,11 +35,12 @@ from data.fetch import write_atomic
 from data.labelled import DataError, _rows
 from data.squad import predictions
 from data.squad_json import Example, load_squad
+from lora import PEFT_FILES, PEFT_LAYOUT, from_peft
 from modes import Mode
-from rundir import RunDir
+from rundir import RunDir, RunError, rebuild
 
-TASK_OF_RUN = {"sst2": "cls", "squad_v2": "qa"}
 TASK_OF_ARCH = {"LlamaForSequenceClassification": "cls", "LlamaForQuestionAnswering": "qa"}
+TASK_OF_PEFT = {peft_type: task for task, (_, _, peft_type) in PEFT_LAYOUT.items()}
 RUN_FILES = ("config.json", "metrics.json", "head.safetensors")
 ADVICE = "pass a run folder (runs/NAME), an --export folder, or the id of a Hub repo this project pushed"
 
@@ -49,18 +53,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = flags.Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", help="run folder, --export folder, or Hub repo id (user/repo)")
     p.add_argument("--text", action="append", default=[], help="a sentence to classify (repeatable)")
+    p.add_argument("--text-pair", action="append", default=[], help="the second text of a sentence pair, one per "
+                   "--text (runs on two text columns)")
     p.add_argument("--question", action="append", default=[], help="QA: a question (repeatable, with --context)")
     p.add_argument("--context", action="append", default=[], help="QA: its context (one for all, or one each)")
     p.add_argument("--file", help="sentences: .txt/.tsv/.csv/.jsonl; QA: SQuAD .json or .jsonl of {question, context}")
-    p.add_argument("--text-column", help="the sentence column of a .tsv/.csv/.jsonl file (default: the run's)")
+    p.add_argument("--text-column", help="the text column(s) of a .tsv/.csv/.jsonl file, comma-separated for "
+                   "pairs (default: the run's)")
     p.add_argument("--out", help="write the JSON lines to this file (atomically) instead of stdout")
     p.add_argument("--jsonl", action="store_true", help="JSON lines on a terminal too (always when piped)")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", choices=["auto", "bf16", "fp16", "fp32"],
-                   help="backbone dtype (default: a run's own; fp32 for an export, as it is stored)")
+                   help="backbone dtype (default: the run's own, as an export records it; fp32 for an export "
+                   "that records none)")
     p.add_argument("--max-tokens", type=int, help="tokens per backbone batch (default: the run's)")
     p.add_argument("--threshold", type=float, help="QA no-answer threshold (default: the run's, chosen on "
-                   "validation; 0.0 for an export, which does not record one)")
+                   "validation, as its export records it too)")
     args = p.parse_args(argv)
     if args.max_tokens is not None and args.max_tokens < 1:
         p.error(f"--max-tokens {args.max_tokens}: must be at least 1")
@@ -109,22 +117,49 @@ def locate(source: str) -> Path:
 
 
 def kind(folder: Path) -> tuple[str, str]:
-    """('run' | 'export', 'cls' | 'qa') from the folder's own metadata."""
+    """('run' | 'export' | 'peft', 'cls' | 'qa') from the folder's own metadata."""
     if all((folder / f).is_file() for f in RUN_FILES):
-        task = RunDir(folder).read_json("metrics.json").get("task")
-        if task not in TASK_OF_RUN:
-            raise SourceError(f"{folder}: a run of task {task!r}; predict.py reads runs of train_cls.py (sst2) "
-                              "and train_qa.py (squad_v2)")
-        return "run", TASK_OF_RUN[task]
-    try:
-        archs = json.loads((folder / "config.json").read_text()).get("architectures") or []
-    except (OSError, ValueError):
-        archs = []
+        info = RunDir(folder).read_json("metrics.json")
+        if info.get("task") == "squad_v2":
+            return "run", "qa"
+        if info.get("labels"):  # train_cls.py records its labels, whatever the task
+            return "run", "cls"
+        raise SourceError(f"{folder}: a run of task {info.get('task')!r}; predict.py reads runs of train_cls.py "
+                          "(classification) and train_qa.py (squad_v2)")
+    if (folder / PEFT_FILES[0]).is_file() and (folder / model.SETTINGS_FILE).is_file():
+        peft_type = read_json(folder / PEFT_FILES[0]).get("task_type")
+        if peft_type not in TASK_OF_PEFT:
+            raise SourceError(f"{folder}: a PEFT adapter of task type {peft_type!r}; this project writes "
+                              f"{' or '.join(TASK_OF_PEFT)}")
+        return "peft", TASK_OF_PEFT[peft_type]
+    archs = (read_json(folder / "config.json").get("architectures") or []) if (folder / "config.json").is_file() \
+        else []
     task = next((TASK_OF_ARCH[a] for a in archs if a in TASK_OF_ARCH), None)
     if task is None:
-        raise SourceError(f"{folder}: neither a run folder ({', '.join(RUN_FILES)}) nor an export of "
-                          f"{' or '.join(TASK_OF_ARCH)} (config.json architectures: {archs or 'none'}); {ADVICE}")
+        raise SourceError(f"{folder}: neither a run folder ({', '.join(RUN_FILES)}), nor an export of "
+                          f"{' or '.join(TASK_OF_ARCH)} (config.json architectures: {archs or 'none'}), nor a PEFT "
+                          f"export ({PEFT_FILES[0]} and {model.SETTINGS_FILE}); {ADVICE}")
     return "export", task
+
+
+def read_json(path: Path) -> dict:
+    try:
+        out = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise SourceError(f"{path} does not read as JSON ({type(e).__name__}); export or push it again") from None
+    if not isinstance(out, dict):
+        raise SourceError(f"{path}: expected a JSON object; export or push it again")
+    return out
+
+
+def settings(folder: Path) -> dict:
+    """What an export recorded of its run besides the weights (model.SETTINGS_FILE); older exports have none."""
+    path = folder / model.SETTINGS_FILE
+    return read_json(path) if path.is_file() else {}
+
+
+def make_head(task: str, n_labels: int):
+    return (lambda hidden: model.cls_head(hidden, n_labels)) if task == "cls" else model.qa_head
 
 
 def script_args(task: str, config: dict, opts) -> argparse.Namespace:
@@ -149,9 +184,8 @@ def load_run(folder: Path, task: str, opts) -> Predictor:
         args.dtype = opts.dtype
     mode = flags.mode(args)
     device = model.pick_device(args.device)
-    n_labels = len(info.get("labels") or [0, 1])
-    make_head = (lambda hidden: model.cls_head(hidden, n_labels)) if task == "cls" else model.qa_head
-    lm, tokenizer, head = run.restore(mode, make_head, args.model, device, model.pick_dtype(device, args.dtype))
+    lm, tokenizer, head = run.restore(mode, make_head(task, len(info.get("labels") or [0, 1])), args.model, device,
+                                      model.pick_dtype(device, args.dtype))
     names = info.get("label_names") or train_cls.display_names(info.get("labels") or ["0", "1"])
     return Predictor(task, lm, tokenizer, head, mode, args, names=names if task == "cls" else None,
                      threshold=opts.threshold if opts.threshold is not None else info.get("threshold", 0.0))
@@ -161,23 +195,46 @@ def load_export(folder: Path, task: str, opts) -> Predictor:
     """An --export checkpoint (or a full pushed repo): its backbone and head, read as the run read its own."""
     from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
     auto = AutoModelForSequenceClassification if task == "cls" else AutoModelForQuestionAnswering
-    device = model.pick_device(opts.device)
+    device, recorded = model.pick_device(opts.device), settings(folder)
+    dtype = opts.dtype or recorded.get("dtype") or "fp32"  # the run's compute dtype (bf16 on GPUs and AMX CPUs)
     with model.loading(str(folder)):
         tokenizer = model.load_tokenizer(str(folder))
-        full = auto.from_pretrained(folder, dtype=model.pick_dtype(device, opts.dtype or "fp32"))
+        full = auto.from_pretrained(folder, dtype=model.pick_dtype(device, dtype))
     full.requires_grad_(False).eval().to(device)
     head = (full.score if task == "cls" else full.qa_outputs).float()  # the run's head computed in fp32
-    args = script_args(task, {"model": str(folder), "pooling": "last"}, opts)
+    args = script_args(task, {"pooling": "last", **recorded, "model": str(folder)}, opts)
     names = None
     if task == "cls":
         names = train_cls.display_names([str(full.config.id2label.get(i, i)) for i in range(head.out_features)])
     return Predictor(task, LM(full.base_model), tokenizer, head, Mode(), args, names=names,
-                     threshold=opts.threshold if opts.threshold is not None else 0.0)
+                     threshold=opts.threshold if opts.threshold is not None else recorded.get("threshold", 0.0))
+
+
+def load_peft(folder: Path, task: str, opts) -> Predictor:
+    """An --export --peft folder: the base model with the run's LoRA adapters and head, read from PEFT's files."""
+    recorded, config = settings(folder), read_json(folder / PEFT_FILES[0])
+    try:
+        lora_flags = {"lora_rank": int(config["r"]), "lora_alpha": float(config["lora_alpha"]),
+                      "lora_targets": ",".join(config["target_modules"])}
+        trained = from_peft(RunDir(folder).load_weights(PEFT_FILES[1]), task)
+    except (KeyError, TypeError, ValueError, RunError) as e:
+        raise SourceError(f"{folder}: not a PEFT export of this project ({e}); export it again") from None
+    args = script_args(task, {**recorded, **lora_flags}, opts)
+    args.dtype = opts.dtype or recorded.get("dtype", "auto")
+    head_state = {k.removeprefix("head."): t for k, t in trained.items() if k.startswith("head.")}
+    n_labels = len(head_state.get("weight", [0, 0]))
+    mode, device = flags.mode(args), model.pick_device(args.device)
+    lm, tokenizer, head = rebuild(mode, make_head(task, n_labels), args.model, device,
+                                  model.pick_dtype(device, args.dtype), head_state, trained,
+                                  folder / PEFT_FILES[1], folder / PEFT_FILES[1])
+    names = recorded.get("label_names") or train_cls.display_names([str(i) for i in range(n_labels)])
+    return Predictor(task, lm, tokenizer, head, mode, args, names=names if task == "cls" else None,
+                     threshold=opts.threshold if opts.threshold is not None else recorded.get("threshold", 0.0))
 
 
 def load(folder: Path, what: str, task: str, opts) -> Predictor:
     with contextlib.redirect_stdout(sys.stderr):  # the loaders' notes; stdout carries predictions
-        return (load_run if what == "run" else load_export)(folder, task, opts)
+        return {"run": load_run, "export": load_export, "peft": load_peft}[what](folder, task, opts)
 
 
 # ---- inputs --------------------------------------------------------------------------------------------------------
@@ -186,24 +243,45 @@ def read_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
 
-def sentences(opts, default_column: str) -> list[str]:
+def sentences(opts, columns: list[str]) -> list:
+    """The texts to classify: strings, or (first, second) pairs for a run trained on two text columns."""
+    pairs = len(columns) == 2
     if opts.question or opts.context:
         raise SourceError(f"{opts.source} classifies sentences: pass --text or --file, not --question/--context")
-    if opts.text:
-        return opts.text
-    if opts.file:
+    if opts.text or opts.text_pair:
+        if not pairs and opts.text_pair:
+            raise DataError(f"{opts.source} classifies single sentences: pass --text without --text-pair")
+        if pairs and len(opts.text_pair) != len(opts.text):
+            raise DataError(f"{opts.source} classifies sentence pairs ({', '.join(columns)}): pass --text FIRST "
+                            f"--text-pair SECOND for each pair ({len(opts.text)} --text, {len(opts.text_pair)} "
+                            "--text-pair)")
+        return list(zip(opts.text, opts.text_pair)) if pairs else opts.text
+    if opts.file and Path(opts.file).suffix in (".tsv", ".csv", ".jsonl", ".json"):
         path = Path(opts.file)
         if not path.is_file():
             raise DataError(f"{path}: no such file")
-        if path.suffix not in (".tsv", ".csv", ".jsonl", ".json"):
-            return read_lines(path.read_text(encoding="utf-8"))
-        rows = _rows(path, default_column, "")
-        column = opts.text_column or next((c for c in (default_column, "sentence", "text") if rows and c in rows[0]),
-                                          default_column)
-        if not rows or any(not isinstance(r.get(column), str) for r in rows):
-            raise DataError(f"{path}: every row needs a text column `{column}`; name it with --text-column")
-        return [r[column] for r in rows]
-    return read_lines(sys.stdin.read())
+        rows = _rows(path, None)
+        fallbacks = [columns, ["text", "text_pair"]] if pairs else [columns, ["sentence"], ["text"]]
+        names = opts.text_column.split(",") if opts.text_column else \
+            next((c for c in fallbacks if rows and all(k in rows[0] for k in c)), columns)
+        if len(names) != len(columns):
+            raise DataError(f"--text-column {opts.text_column}: {opts.source} reads {len(columns)} text column(s)")
+        for n, row in enumerate(rows, 1):
+            if not all(isinstance(row.get(k), str) and row[k].strip() for k in names):
+                raise DataError(f"{path}: row {n} needs text in column(s) {', '.join(names)}; name them with "
+                                "--text-column")
+        return [tuple(r[k] for k in names) if pairs else r[names[0]] for r in rows]
+    where = opts.file or "stdin"
+    if opts.file and not Path(opts.file).is_file():
+        raise DataError(f"{where}: no such file")
+    lines = read_lines(Path(opts.file).read_text(encoding="utf-8") if opts.file else sys.stdin.read())
+    if not pairs:
+        return lines
+    halves = [line.split("\t") for line in lines]
+    for n, h in enumerate(halves, 1):
+        if len(h) != 2 or not all(x.strip() for x in h):
+            raise DataError(f"{where}: line {n} needs two tab-separated texts (a sentence pair: {', '.join(columns)})")
+    return [tuple(h) for h in halves]
 
 
 def qa_row(row, where: str, n: int) -> Example:
@@ -245,42 +323,42 @@ def questions(opts) -> list[Example]:
 # ---- predictions ---------------------------------------------------------------------------------------------------
 
 @torch.no_grad()
-def classify(p: Predictor, texts: list[str]) -> list[dict]:
-    """The run's test pass (train_cls.Classifier.logits): its tokenisation, pooling, feature source and batches."""
+def classify(p: Predictor, texts: list, keep: bool) -> list[dict]:
+    """The run's test pass (train_cls.Classifier.logits): its tokenisation, pooling, feature source and batches;
+    the frozen features kept in the disk cache if `keep`."""
     seqs = train_cls.tokenize(p.tokenizer, texts, p.args.max_length)
     spec = train_cls.sentence_spec("predict", seqs, p.tokenizer.pad_token_id, p.args.pooling)
     with contextlib.redirect_stdout(sys.stderr):
-        source = p.mode.source(p.lm, spec, flags.passes(p.args))
+        source = p.mode.source(p.lm, spec, flags.passes(p.args, keep))
         feats = source.all(list(range(len(seqs))), [len(s) for s in seqs], p.args.max_tokens)
     probs = p.head(feats.to(p.head.weight.device)).float().softmax(-1).cpu()
-    return [{"text": t, "label": p.names[int(row.argmax())],
-             "probabilities": {n: float(x) for n, x in zip(p.names, row)}} for t, row in zip(texts, probs)]
-
-
-def offsets(context: str, answer: str) -> tuple[int | None, int | None]:
-    start = context.find(answer) if answer else -1
-    return (start, start + len(answer)) if start >= 0 else (None, None)
+    return [{**({"text": t[0], "text_pair": t[1]} if isinstance(t, tuple) else {"text": t}),
+             "label": p.names[int(row.argmax())], "probabilities": {n: float(x) for n, x in zip(p.names, row)}}
+            for t, row in zip(texts, probs)]
 
 
 @torch.no_grad()
-def answer(p: Predictor, examples: list[Example]) -> list[dict]:
-    """The run's test pass (train_qa.Reader.test): its windows, feature source, span search and threshold."""
+def answer(p: Predictor, examples: list[Example], keep: bool) -> list[dict]:
+    """The run's test pass (train_qa.Reader.test): its windows, feature source, span search and threshold; the
+    answer's character offsets are the chosen span's."""
     with contextlib.redirect_stdout(sys.stderr):
-        windows, sources = train_qa.sources_for(p.mode, p.lm, p.tokenizer, {"test": examples}, p.args)
-        span, diff, _ = train_qa.predict(p.head, sources["test"], examples, windows["test"], p.args.batch_size,
-                                         p.args.n_best, p.args.max_answer_length)
+        windows, sources = train_qa.sources_for(p.mode, p.lm, p.tokenizer, {"test": examples}, p.args, keep)
+        span, diff, _, first = train_qa.predict(p.head, sources["test"], examples, windows["test"],
+                                                p.args.batch_size, p.args.n_best, p.args.max_answer_length)
     preds, na_prob = predictions(span, diff, p.threshold)
     rows = []
     for ex in examples:
-        start, end = offsets(ex.context, preds[ex.id])
-        rows.append({"id": ex.id, "question": ex.question, "answer": preds[ex.id], "start": start, "end": end,
+        text = preds[ex.id]
+        start, end = (first[ex.id], first[ex.id] + len(text)) if text else (None, None)
+        rows.append({"id": ex.id, "question": ex.question, "answer": text, "start": start, "end": end,
                      "no_answer_probability": na_prob[ex.id], "best_span": span[ex.id]})
     return rows
 
 
 def readable(row: dict) -> str:
     if "label" in row:
-        return f"{row['label']} ({row['probabilities'][row['label']]:.3f})  {row['text']}"
+        pair = f" | {row['text_pair']}" if "text_pair" in row else ""
+        return f"{row['label']} ({row['probabilities'][row['label']]:.3f})  {row['text']}{pair}"
     said = f"{row['answer']!r} [{row['start']}:{row['end']}]" if row["answer"] else "(no answer)"
     return f"{said}  no-answer p={row['no_answer_probability']:.3f}  {row['question']}"
 
@@ -289,20 +367,20 @@ def main(argv=None) -> int:
     opts = parse_args(argv)
     folder = locate(opts.source)
     what, task = kind(folder)
-    if not (opts.text or opts.question or opts.file) and sys.stdin.isatty():
+    if not (opts.text or opts.text_pair or opts.question or opts.file) and sys.stdin.isatty():
         raise DataError("nothing to predict: pass --text (sentences), --question/--context (QA) or --file, or pipe "
                         "lines into stdin")
     if task == "cls":
-        column = RunDir(folder).read_json("config.json").get("text_column", "sentence") if what == "run" else \
-            "sentence"
-        inputs = sentences(opts, column)
+        recorded = RunDir(folder).read_json("config.json") if what == "run" else settings(folder)
+        inputs = sentences(opts, (recorded.get("text_column") or "sentence").split(","))
     else:
         inputs = questions(opts)
     if not inputs:
         raise DataError(f"nothing to predict: {opts.file or 'stdin'} holds no " +
                         ("sentences" if task == "cls" else "questions"))
     p = load(folder, what, task, opts)
-    rows = classify(p, inputs) if task == "cls" else answer(p, inputs)
+    keep = opts.file is not None  # a file may be read again; one-off --text/stdin inputs leave nothing on disk
+    rows = (classify if task == "cls" else answer)(p, inputs, keep)
     lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     if opts.out:
         write_atomic(opts.out, lines)

@@ -57,14 +57,15 @@ def latest_runs(runs_dir: Path) -> list[dict]:
     return [latest[qa] for qa in (False, True) if qa in latest]
 
 
-def stage_table(run: dict) -> list[str]:
-    stages = [s for s in STAGES if s in run["metrics"]]
+def stage_table(run: dict, metrics: dict) -> list[str]:
+    """One test set's metrics (`metrics`: stage -> scores) by stage."""
+    stages = [s for s in STAGES if s in metrics]
     header = ["metric"] + [STAGES[s] for s in stages]
     if is_qa(run) and "scores" in run:  # the full metrics.squad result, not just the flat summary
         return markdown(header, [[label] + [fmt(run["scores"][s].get(group, run["scores"][s]).get(key),
                                              key in SQUAD_PERCENT) for s in stages] for label, group, key in QA_ROWS])
-    return markdown(header, [[k] + [fmt(run["metrics"][s].get(k), is_qa(run) and k in SQUAD_PERCENT) for s in stages]
-                          for k in run["metrics"]["after"]])
+    return markdown(header, [[k] + [fmt(metrics[s].get(k), is_qa(run) and k in SQUAD_PERCENT) for s in stages]
+                          for k in metrics["after"]])
 
 
 def param_lines(run: dict) -> list[str]:
@@ -203,6 +204,8 @@ def run_section(run: dict, plt, fig_dir: Path) -> list[str]:
     model = f"`{run['base_model']}`" + (f" (resolved: `{run['resolved_model']}`)" if run.get("resolved_model") else "")
     lines = [f"## {run['dir'].name} ({run['task']})", "",
              f"- run folder: `{run['dir']}`", f"- model: {model}",
+             *([f"- task: {run['task']}, texts from column(s) {', '.join(run['text_columns'])}, GLUE metric(s): "
+                f"{', '.join(run['task_metrics'])}"] if "task_metrics" in run else []),
              f"- data: train {s['train']:,}, validation {s['validation']:,}, test {s['test']:,} "
              f"(seed {s['seed']}, stratified by {s['stratify_by']})",
              f"- command: `{run['command']}`", ""]
@@ -215,7 +218,9 @@ def run_section(run: dict, plt, fig_dir: Path) -> list[str]:
               ("EM, F1 and the SQuAD v2 scores are percentages (the _thresh rows: no-answer probabilities); "
                "BLEU, ROUGE and METEOR are fractions." if is_qa(run)
                else "All scores are fractions."), ""]
-    lines += stage_table(run)
+    lines += stage_table(run, run["metrics"])
+    for name, metrics in run.get("more_tests", {}).items():  # MNLI's mismatched dev set
+        lines += ["", f"### Test set {name}: before / zero-shot / after", ""] + stage_table(run, metrics)
     if is_qa(run):
         lines += ["", f"No-answer threshold (chosen on validation): {fmt(run.get('threshold'))}"]
     else:

@@ -13,6 +13,7 @@ from torch import nn
 
 import distributed
 from data.fetch import atomic_path, write_atomic, write_safetensors
+from lora import write_peft
 from model import load_backbone
 from modes import load_trained, trained_parameters
 
@@ -136,27 +137,37 @@ class RunDir:
             raise RunError(f"{self.file(name)} does not load ({type(e).__name__}); the run folder is damaged: "
                            "train it again (--overwrite)") from None
 
-    def save_trained(self, head: nn.Module, backbone: nn.Module, mode) -> None:
+    def save_trained(self, head: nn.Module, backbone: nn.Module, mode, task: str, base: str) -> None:
         """head.safetensors, and with a trained backbone adapters.safetensors: its trained parameters and the
-        head, keyed by module path (modes.trained_parameters)."""
+        head, keyed by module path (modes.trained_parameters). A LoRA run also holds them in PEFT's format, so the
+        folder (and its push) loads with PeftModel.from_pretrained on the base model `base`."""
         self.save_weights("head.safetensors", head.state_dict())
         if mode.trains_backbone:
             self.save_weights("adapters.safetensors", trained_parameters(backbone, head))
+        if adapter := mode.peft(backbone, head, task, base):
+            write_peft(self.path, adapter)
 
     def restore(self, mode, make_head, model_name: str, device: torch.device, dtype: torch.dtype):
-        """(lm, tokenizer, head) as the run trained them: the base backbone prepared by the run's mode, with its
-        head and trained weights, in eval mode on `device`. The run's files are read first, so a damaged run
-        fails before the backbone loads."""
+        """(lm, tokenizer, head) as the run trained them (see rebuild). The run's files are read first, so a damaged
+        run fails before the backbone loads."""
         state = self.load_weights("head.safetensors")
         trained = self.load_weights("adapters.safetensors") if mode.trains_backbone else None
-        lm, tokenizer = load_backbone(model_name, device, dtype)
-        head = make_head(lm.config.hidden_size)
-        try:
-            head.load_state_dict(state)
-        except RuntimeError:
-            raise RunError(f"{self.file('head.safetensors')} does not fit the run's head ({tuple(head.weight.shape)} "
-                           "weights); the run folder is damaged: train it again (--overwrite)") from None
-        mode.prepare(lm.model)
-        if trained is not None:
-            load_trained(lm.model, head, trained, self.file("adapters.safetensors"))
-        return lm.eval(), tokenizer, head.to(device).eval()
+        return rebuild(mode, make_head, model_name, device, dtype, state, trained, self.file("head.safetensors"),
+                       self.file("adapters.safetensors"))
+
+
+def rebuild(mode, make_head, model_name: str, device: torch.device, dtype: torch.dtype, head_state: dict,
+            trained: dict | None, head_file: Path, trained_file: Path):
+    """(lm, tokenizer, head): the base backbone prepared by `mode`, with the head's weights and what the mode trained
+    (modes.trained_parameters' keys), in eval mode on `device`."""
+    lm, tokenizer = load_backbone(model_name, device, dtype)
+    head = make_head(lm.config.hidden_size)
+    try:
+        head.load_state_dict(head_state)
+    except RuntimeError:
+        raise RunError(f"{head_file} does not fit the run's head ({tuple(head.weight.shape)} weights); the run "
+                       "folder is damaged: train it again (--overwrite)") from None
+    mode.prepare(lm.model)
+    if trained is not None:
+        load_trained(lm.model, head, trained, trained_file)
+    return lm.eval(), tokenizer, head.to(device).eval()

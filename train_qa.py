@@ -145,8 +145,9 @@ def batches(windows, batch_size: int) -> list[list[int]]:
 
 @torch.no_grad()
 def predict(head, source: Source, examples, windows, batch_size: int, n_best: int, max_answer_length: int
-            ) -> tuple[dict, dict, float]:
-    """(span text, null-minus-span score diff) per question, and the mean span loss over the windows."""
+            ) -> tuple[dict, dict, float, dict]:
+    """(span text, null-minus-span score diff) per question, the mean span loss over the windows, and (per
+    question) the span's first character in its context."""
     starts, ends = [None] * len(windows), [None] * len(windows)
     loss, n = 0.0, 0
     for idx in batches(windows, batch_size):
@@ -159,8 +160,8 @@ def predict(head, source: Source, examples, windows, batch_size: int, n_best: in
             full_s, full_e = np.zeros(len(w.input_ids), np.float32), np.zeros(len(w.input_ids), np.float32)
             full_s[w.context_start:], full_e[w.context_start:] = start[r, :k].cpu().numpy(), end[r, :k].cpu().numpy()
             starts[i], ends[i] = full_s, full_e
-    span, diff = postprocess(examples, windows, starts, ends, n_best, max_answer_length)
-    return span, diff, loss / max(n, 1)
+    span, diff, start = postprocess(examples, windows, starts, ends, n_best, max_answer_length)
+    return span, diff, loss / max(n, 1), start
 
 
 class Reader:
@@ -178,22 +179,22 @@ class Reader:
     def loss(self, idx: list[int]) -> torch.Tensor:
         return span_loss(self.head, self.sources["train"], self.windows["train"], idx)
 
-    def predict(self, split: str) -> tuple[dict, dict, float]:
+    def predict(self, split: str) -> tuple[dict, dict, float, dict]:
         return predict(self.head, self.sources[split], self.sets[split], self.windows[split], self.batch_size,
                        self.n_best, self.max_answer_length)
 
     def validate(self) -> dict:
-        span, diff, loss = self.predict("validation")
+        span, diff, loss, _ = self.predict("validation")
         preds, _ = predictions(span, diff, choose_threshold(diff, self.sets["validation"], span))
         s = squad_scores(self.sets["validation"], preds, None)["squad_v2"]
         return {"val_loss": loss, **{k: s[k] for k in ("exact", "f1", "HasAns_f1", "NoAns_f1") if k in s}}
 
     def threshold(self) -> float:
-        span, diff, _ = self.predict("validation")
+        span, diff, _, _ = self.predict("validation")
         return choose_threshold(diff, self.sets["validation"], span)
 
     def test(self, threshold: float) -> tuple[dict, dict, dict]:
-        span, diff, _ = self.predict("test")
+        span, diff, _, _ = self.predict("test")
         preds, na_prob = predictions(span, diff, threshold)
         return squad_scores(self.sets["test"], preds, na_prob), preds, na_prob
 
@@ -230,8 +231,9 @@ def zero_shot(lm, tokenizer, examples, max_tokens: int) -> dict[str, str]:
     return answers
 
 
-def sources_for(mode: Mode, lm, tokenizer, sets: dict[str, list], args) -> tuple[dict, dict]:
-    """Each split's windows and the source of their features (cached while the backbone is frozen and they fit)."""
+def sources_for(mode: Mode, lm, tokenizer, sets: dict[str, list], args, keep: bool = True) -> tuple[dict, dict]:
+    """Each split's windows and the source of their features (cached while the backbone is frozen and they fit;
+    on disk unless not `keep`)."""
     windows, sources = {}, {}
     for name, examples in sets.items():
         windows[name] = windows_for(examples, tokenizer, args)
@@ -239,7 +241,7 @@ def sources_for(mode: Mode, lm, tokenizer, sets: dict[str, list], args) -> tuple
                            args.cache_budget_gb)
         spec = window_spec(name, windows[name], tokenizer.pad_token_id, cache)
         print(f"{len(windows[name])} windows, {sum(map(len, spec.seqs)):,} tokens; {mode.cache_note(spec)}")
-        sources[name] = mode.source(lm, spec, flags.passes(args))
+        sources[name] = mode.source(lm, spec, flags.passes(args, keep))
     return windows, sources
 
 
@@ -297,9 +299,14 @@ def main(argv=None) -> int:
     timing = {"features_s": feature_s, "train_s": time.perf_counter() - t0,
               "tokens": sum(len(w.input_ids) for ws in windows.values() for w in ws)}
     info = summary(args, mode, sets, threshold, results, params, rows, timing)
-    run.save_trained(reader.head, lm.model, mode)
-    export = model.export(Path(args.export), args.model, "qa", reader.head, tokenizer, backbone=lm.model) \
-        if args.export else None
+    base, export = model.resolve_model(args.model), None
+    run.save_trained(reader.head, lm.model, mode, "qa", base)
+    if args.export:  # with what predict.py needs to answer as this run did: its windows and threshold
+        settings = {"task": "squad_v2", "model": args.model, "dtype": args.dtype, "threshold": threshold,
+                    **{k: getattr(args, k) for k in WINDOW_FLAGS}}
+        export = model.export(Path(args.export), args.model, "qa", reader.head, tokenizer, settings,
+                              backbone=lm.model, adapter=mode.peft(lm.model, reader.head, "qa", base) if args.peft
+                              else None)
     return hub.publish(run, info, flags.push(args), export)
 
 

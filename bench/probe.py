@@ -1,4 +1,5 @@
-"""How close does a trained SST-2 head get to the best linear classifier on the same frozen features?
+"""How close does a trained classification head (SST-2, or any train_cls.py task) get to the best linear
+classifier on the same frozen features?
 
     python bench/probe.py runs/sst2-full-smollm2
 
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import model  # noqa: E402
 import train_cls  # noqa: E402
+from data import glue  # noqa: E402
 from data.labelled import encode_labels, label_names  # noqa: E402
 from data.split import stratified_split  # noqa: E402
 
@@ -44,7 +46,8 @@ def main() -> None:
     config = json.loads((run / "config.json").read_text())
     args = train_cls.parse_args([])
     vars(args).update(config)
-    train_all, test = train_cls.load_data(args)
+    train_all, tests = train_cls.load_data(args, glue.task(args.task))
+    test = tests["test"]
     names = label_names(train_all)
     device = torch.device("cpu")
     lm, tokenizer = model.load_backbone(args.model, device, model.pick_dtype(device, args.dtype))

@@ -12,12 +12,12 @@ class DataError(ValueError):
 
 @dataclass
 class Labelled:
-    texts: list[str]
+    texts: list  # str, or (first, second) for sentence pairs
     labels: list[str]  # raw label values as written in the file
     path: Path
 
 
-def _rows(path: Path, text_col: str, label_col: str) -> list[dict]:
+def _rows(path: Path, fieldnames: list[str] | None) -> list[dict]:
     try:
         raw = path.read_bytes().decode("utf-8").removeprefix("\ufeff")  # spreadsheet exports start with a BOM
     except UnicodeDecodeError as e:
@@ -38,36 +38,44 @@ def _rows(path: Path, text_col: str, label_col: str) -> list[dict]:
     # SST-2 TSVs contain stray quote characters: quoting must stay off for TSV.
     quoting = csv.QUOTE_NONE if path.suffix == ".tsv" else csv.QUOTE_MINIMAL
     reader = csv.DictReader(io.StringIO(raw, newline=""),  # split rows on \n and \r only, as csv expects
-                            delimiter="\t" if path.suffix == ".tsv" else ",", quoting=quoting)
+                            fieldnames, delimiter="\t" if path.suffix == ".tsv" else ",", quoting=quoting)
     rows = list(reader)
-    for n, row in enumerate(rows, 2):
+    for n, row in enumerate(rows, 1 if fieldnames else 2):
         if None in row or None in row.values():
             raise DataError(f"{path}:{n}: expected {len(reader.fieldnames)} columns "
                             f"({', '.join(reader.fieldnames)}); fix the row or the delimiter")
     return rows
 
 
-def read_labelled(path: str | Path, text_col: str = "sentence", label_col: str = "label") -> Labelled:
-    """Texts and raw labels from a .tsv/.csv/.jsonl file; empty texts are refused with their line."""
+def read_labelled(path: str | Path, text_col: str | tuple[str, ...] = "sentence", label_col: str = "label",
+                  fieldnames: list[str] | None = None) -> Labelled:
+    """Texts and raw labels from a .tsv/.csv/.jsonl file; empty texts are refused with their line. Two text
+    columns read sentence pairs: (first, second) tuples. `fieldnames` names the columns of a file without a
+    header (GLUE's CoLA)."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file")
-    rows = _rows(path, text_col, label_col)
+    cols = (text_col,) if isinstance(text_col, str) else tuple(text_col)
+    rows = _rows(path, fieldnames)
     if not rows:
-        raise DataError(f"{path}: no rows; a header and at least one `{text_col}`/`{label_col}` row are needed")
-    missing = [c for c in (text_col, label_col) if c not in rows[0]]
+        raise DataError(f"{path}: no rows; a header and at least one `{'`/`'.join(cols)}`/`{label_col}` row "
+                        "are needed")
+    missing = [c for c in (*cols, label_col) if c not in rows[0]]
     if missing:
         raise DataError(f"{path}: missing column(s) {missing}; found {sorted(rows[0])}. "
-                        f"Use --text-column/--label-column to name them")
+                        f"Use --text-column/--label-column to name them (--text-column a,b: sentence pairs)")
     texts, labels = [], []
-    first_line = 1 if path.suffix in (".jsonl", ".json") else 2
+    first_line = 1 if path.suffix in (".jsonl", ".json") or fieldnames else 2
     for n, row in enumerate(rows, first_line):
-        text, label = row.get(text_col), row.get(label_col)  # a JSONL row may lack a key
-        if not isinstance(text, str) or not text.strip():
-            raise DataError(f"{path}: row {n} has an empty or non-text `{text_col}`; remove or fill it")
+        for col in cols:
+            text = row.get(col)  # a JSONL row may lack a key
+            if not isinstance(text, str) or not text.strip():
+                half = f" (half of the pair {'/'.join(cols)})" if len(cols) > 1 else ""
+                raise DataError(f"{path}: row {n} has an empty or non-text `{col}`{half}; remove or fill it")
+        label = row.get(label_col)
         if label is None or isinstance(label, (list, dict, float)) or str(label).strip() == "":
             raise DataError(f"{path}: row {n} has an invalid `{label_col}` {label!r}; labels are ints or strings")
-        texts.append(text)
+        texts.append(row[cols[0]] if len(cols) == 1 else tuple(row[c] for c in cols))
         labels.append(str(label).strip())
     return Labelled(texts, labels, path)
 

@@ -104,12 +104,13 @@ def make_windows(examples: list[Example], tokenizer, max_length: int = 384, doc_
 
 def postprocess(examples: list[Example], windows: list[Window], start_logits: Sequence[np.ndarray],
                 end_logits: Sequence[np.ndarray], n_best: int = 20,
-                max_answer_length: int = 30) -> tuple[dict[str, str], dict[str, float]]:
-    """Best span text per example id over all its windows, and score_diff = null score - best span
-    score (null score: the smallest start+end logit at the null token across the example's windows).
+                max_answer_length: int = 30) -> tuple[dict[str, str], dict[str, float], dict[str, int | None]]:
+    """Best span text per example id over all its windows, score_diff = null score - best span score (null
+    score: the smallest start+end logit at the null token across the example's windows), and the span's first
+    character in the context (the span's own, not the text's first occurrence).
     Spans: among each window's n_best top start and end context tokens, start <= end, at most
-    max_answer_length tokens, non-blank text. No valid span: "" and NO_SPAN_DIFF."""
-    best = [(-math.inf, "")] * len(examples)
+    max_answer_length tokens, non-blank text. No valid span: "", NO_SPAN_DIFF and None."""
+    best = [(-math.inf, "", None)] * len(examples)
     null = [math.inf] * len(examples)
     for window, start_row, end_row in zip(windows, start_logits, end_logits, strict=True):
         if len(start_row) != len(window.input_ids) or len(end_row) != len(window.input_ids):
@@ -129,14 +130,14 @@ def postprocess(examples: list[Example], windows: list[Window], start_logits: Se
             if score <= best[i][0]:
                 break
             s, e = starts[flat // len(ends)], ends[flat % len(ends)]
-            text = examples[i].context[window.context_offsets[s][0]:window.context_offsets[e][1]].strip()
-            if text:
-                best[i] = (float(score), text)
+            raw = examples[i].context[window.context_offsets[s][0]:window.context_offsets[e][1]]
+            if text := raw.strip():
+                best[i] = (float(score), text, window.context_offsets[s][0] + len(raw) - len(raw.lstrip()))
                 break
-    span_text = {ex.id: text for ex, (_, text) in zip(examples, best)}
+    span_text = {ex.id: text for ex, (_, text, _) in zip(examples, best)}
     score_diff = {ex.id: null[i] - score if text else NO_SPAN_DIFF
-                  for i, (ex, (score, text)) in enumerate(zip(examples, best))}
-    return span_text, score_diff
+                  for i, (ex, (score, text, _)) in enumerate(zip(examples, best))}
+    return span_text, score_diff, {ex.id: start for ex, (_, _, start) in zip(examples, best)}
 
 
 def _best_f1(prediction: str, golds: list[str]) -> float:

@@ -1,7 +1,19 @@
-"""Accuracy, precision, recall and F1 for label predictions."""
+"""Accuracy, precision, recall, F1 and Matthews correlation for label predictions."""
+import math
+from collections import Counter
 from collections.abc import Hashable, Sequence
 
 from metrics import MetricsInputError
+
+
+def _checked(y_true: Sequence, y_pred: Sequence) -> tuple[list, list]:
+    """Both as lists of Python scalars (numpy arrays and tensors too: they compare and hash by value), paired."""
+    y_true, y_pred = (y.tolist() if hasattr(y, "tolist") else list(y) for y in (y_true, y_pred))
+    if len(y_true) != len(y_pred):
+        raise MetricsInputError(f"{len(y_true)} true labels but {len(y_pred)} predictions")
+    if not y_true:
+        raise MetricsInputError("nothing to score: no labels")
+    return y_true, y_pred
 
 
 def _precision_recall_f1(y_true: Sequence, y_pred: Sequence, label: Hashable) -> tuple[float, float, float]:
@@ -24,12 +36,7 @@ def classification_metrics(y_true: Sequence, y_pred: Sequence, positive_label: H
     A ratio whose denominator is zero (no predicted or no actual instances of a label, or
     precision + recall = 0) is defined as 0.0, as scikit-learn's zero_division=0 does.
     """
-    # numpy arrays and torch tensors -> Python scalars, which compare and hash by value
-    y_true, y_pred = (y.tolist() if hasattr(y, "tolist") else list(y) for y in (y_true, y_pred))
-    if len(y_true) != len(y_pred):
-        raise MetricsInputError(f"{len(y_true)} true labels but {len(y_pred)} predictions")
-    if not y_true:
-        raise MetricsInputError("nothing to score: no labels")
+    y_true, y_pred = _checked(y_true, y_pred)
     labels = sorted(set(y_true) | set(y_pred))
     accuracy = sum(t == p for t, p in zip(y_true, y_pred)) / len(y_true)
     if average == "binary":
@@ -42,3 +49,17 @@ def classification_metrics(y_true: Sequence, y_pred: Sequence, positive_label: H
     else:
         raise MetricsInputError(f"average must be 'binary' or 'macro', not {average!r}")
     return {"accuracy": accuracy, "precision": precision, "recall": recall, "f1": f1}
+
+
+def matthews_corrcoef(y_true: Sequence, y_pred: Sequence) -> float:
+    """Matthews correlation coefficient in [-1, 1], GLUE's CoLA metric: for two labels
+    (TP*TN - FP*FN) / sqrt((TP+FP)(TP+FN)(TN+FP)(TN+FN)), and for more its multiclass form (Gorodkin's R_K, as
+    scikit-learn computes it). 0.0 where it is undefined (all true or all predicted labels the same), as
+    scikit-learn returns."""
+    y_true, y_pred = _checked(y_true, y_pred)
+    n, correct = len(y_true), sum(t == p for t, p in zip(y_true, y_pred))
+    true, pred = Counter(y_true), Counter(y_pred)
+    cov_true_pred = correct * n - sum(true[k] * pred[k] for k in true)
+    cov_true = n * n - sum(c * c for c in true.values())
+    cov_pred = n * n - sum(c * c for c in pred.values())
+    return cov_true_pred / math.sqrt(cov_true * cov_pred) if cov_true and cov_pred else 0.0

@@ -57,6 +57,15 @@ def test_cached_features_computed_once(tmp_path, seqs):
     assert_in_input_order(again, seqs)
 
 
+def test_features_not_kept_are_computed_in_the_same_chunks_and_leave_nothing(tmp_path, seqs):
+    kept_calls, calls = [], []
+    features.cached_features(tmp_path / "f.safetensors", seqs, computer(seqs, kept_calls), chunk=4)
+    before = sorted(p for p in tmp_path.rglob("*"))
+    assert_in_input_order(features.cached_features(None, seqs, computer(seqs, calls), chunk=4), seqs)
+    assert calls == kept_calls  # the same chunks, hence the same batches and numbers
+    assert sorted(p for p in tmp_path.rglob("*")) == before
+
+
 def test_cached_features_resume_after_interruption(tmp_path, seqs):
     path, calls = tmp_path / "f.safetensors", []
     with pytest.raises(RuntimeError, match="interrupted"):

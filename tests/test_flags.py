@@ -26,6 +26,12 @@ from modes import LoRA, Mode, TopBlocks
     (["--resume", "--overwrite"], "pass one"),
     (["--push-full", "--push-to-hub", "me/x"], "--push-full uploads the --export folder"),
     (["--epochs", "three"], "invalid int value"),
+    (["--lora-rank", "4", "--export", "x"], "needs one of --merge"),
+    (["--lora-rank", "4", "--export", "x", "--merge", "--peft"], "needs one of --merge"),
+    (["--export", "x", "--peft"], "--peft writes LoRA adapters in PEFT's format: it needs --lora-rank"),
+    (["--lora-rank", "4", "--peft"], "it needs --lora-rank and --export DIR"),
+    (["--lora-rank", "4", "--export", "x", "--peft", "--push-full", "--push-to-hub", "me/x"],
+     "already holds its adapters in PEFT's format"),
 ], ids=lambda x: x if isinstance(x, str) else None)
 def test_nonsense_flags_are_one_line_errors(script, argv, words, capsys):
     with pytest.raises(SystemExit) as e:

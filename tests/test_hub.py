@@ -179,31 +179,45 @@ def snippets(card: str) -> list[str]:
     return [block.split("```", 1)[0] for block in card.split("```python\n")[1:]]
 
 
-@pytest.mark.parametrize("task", ["sst2", "squad_v2"])
-@pytest.mark.parametrize("full", [False, True], ids=["head", "full"])
+@pytest.mark.parametrize("task", ["sst2", "qnli", "squad_v2"])
+@pytest.mark.parametrize("kind", ["head", "full", "peft"])
 def test_every_card_snippet_runs_and_gives_the_projects_logits(tmp_path, monkeypatch, capsys, tiny_llama_folder,
-                                                               task, full):
+                                                               task, kind):
     """The card's Python, executed against local folders standing in for the Hub: the base model's folder, a repo
-    folder holding head.safetensors (hf_hub_download patched to read it), or an --export folder as the full repo."""
+    folder holding head.safetensors (hf_hub_download patched to read it), an --export folder as the full repo, or a
+    LoRA run's folder (its adapters in PEFT's format, read by peft itself)."""
     import huggingface_hub
     import torch
     from safetensors.torch import save_file
 
+    import lora
     import model
+    import train_cls
+    from modes import LoRA
     torch.manual_seed(3)
     lm, tok = model.load_backbone(str(tiny_llama_folder), torch.device("cpu"), torch.float32)
     qa = task == "squad_v2"
     head = model.qa_head(32, init_std=1.0) if qa else model.cls_head(32, 2, init_std=1.0)
-    repo = make(tmp_path / "repo", [])
+    sample = [hub.SAMPLE_PAIR if task == "qnli" else hub.SAMPLE_TEXT]
+    ids = None if qa else train_cls.tokenize(tok, sample, 10**6)  # the run's encoding (a pair's template too)
+    repo = tmp_path / "repo"
     repo.mkdir()
     save_file(head.state_dict(), repo / "head.safetensors")
-    if full:
-        model.export(tmp_path / "export", str(tiny_llama_folder), "qa" if qa else "cls", head, tok,
+    if kind == "full":
+        model.export(tmp_path / "export", str(tiny_llama_folder), "qa" if qa else "cls", head, tok, {},
                      None if qa else ["negative", "positive"])
+    if kind == "peft":  # adapters that change the logits: B is random, not zero
+        mode = LoRA(2, 4.0, 0.0, ["q_proj", "v_proj"])
+        mode.prepare(lm.model)
+        for m in lm.model.modules():
+            if isinstance(m, lora.LoRALinear):
+                torch.nn.init.normal_(m.lora_b.weight, std=0.5)
+        lora.write_peft(repo, mode.peft(lm.model, head, "qa" if qa else "cls", str(tiny_llama_folder)))
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda repo_id, filename, **kw: str(repo / filename))
-    info = {"task": task, "base_model": str(tiny_llama_folder), "mode": "head", "threshold": -0.5,
-            "label_names": None if qa else ["negative", "positive"], "full_export": full,
-            "repo_id": str(tmp_path / "export") if full else "me/repo"}
+    info = {"task": task, "base_model": str(tiny_llama_folder), "mode": "lora" if kind == "peft" else "head",
+            "threshold": -0.5, "label_names": None if qa else ["negative", "positive"], "full_export": kind == "full",
+            "text_columns": ["question", "sentence"] if task == "qnli" else None,
+            "repo_id": {"full": str(tmp_path / "export"), "peft": str(repo), "head": "me/repo"}[kind]}
     code = snippets(hub.model_card(info))
     assert len(code) == 1
     scope = {}
@@ -211,7 +225,7 @@ def test_every_card_snippet_runs_and_gives_the_projects_logits(tmp_path, monkeyp
     printed = capsys.readouterr().out.strip()
     with torch.no_grad():
         if not qa:
-            ids = tok([hub.SAMPLE_TEXT])["input_ids"]
+            assert scope["inputs"]["input_ids"].tolist() == ids
             hidden = lm.model(input_ids=torch.tensor(ids)).last_hidden_state
             torch.testing.assert_close(scope["logits"], head(model.pool(hidden, torch.ones(1, len(ids[0])))),
                                        atol=1e-4, rtol=0)
@@ -226,4 +240,12 @@ def test_every_card_snippet_runs_and_gives_the_projects_logits(tmp_path, monkeyp
             torch.testing.assert_close(scope["out"].start_logits[0], logits[:, 0], atol=1e-4, rtol=0)
             torch.testing.assert_close(scope["out"].end_logits[0], logits[:, 1], atol=1e-4, rtol=0)
             assert abs(scope["null"] - logits[w.null_index].sum().item()) < 1e-4
-            assert scope["answer"] == "" or scope["answer"] in c
+            from data.squad import postprocess, predictions  # the project's n-best search and threshold
+            span, diff, _ = postprocess([Example("q", "", q, c, [], [])], [w], [logits[:, 0].numpy()],
+                                        [logits[:, 1].numpy()])
+            assert scope["answer"] == predictions(span, diff, -0.5)[0]["q"]
+    if kind == "peft":  # the adapters mattered: the base model alone gives other logits
+        plain, _ = model.load_backbone(str(tiny_llama_folder), torch.device("cpu"), torch.float32)
+        ids = torch.tensor(tok([hub.SAMPLE_TEXT])["input_ids"])
+        assert not torch.allclose(plain.model(input_ids=ids).last_hidden_state,
+                                  lm.model(input_ids=ids).last_hidden_state, atol=1e-3)

@@ -74,6 +74,26 @@ def test_other_columns_are_ignored_and_columns_can_be_named(tmp_path):
     assert data.texts == ["great", "awful"] and data.labels == ["pos", "neg"]
 
 
+def test_sentence_pairs_from_every_format(tmp_path):
+    """Two text columns read (first, second) tuples; other columns are ignored."""
+    pair = ("premise", "hypothesis")
+    for name, content in (("p.tsv", "id\tpremise\thypothesis\tlabel\n0\tA man sleeps.\tHe rests.\tyes\n"),
+                          ("p.csv", 'label,hypothesis,premise\nyes,He rests.,"A man sleeps."\n'),
+                          ("p.jsonl", '{"premise": "A man sleeps.", "hypothesis": "He rests.", "label": "yes"}\n')):
+        data = read_labelled(write(tmp_path, name, content), pair)
+        assert data.texts == [("A man sleeps.", "He rests.")] and data.labels == ["yes"]
+
+
+def test_file_without_header(tmp_path):
+    """GLUE's CoLA files have no header: fieldnames names their columns, and rows count from line 1."""
+    path = write(tmp_path, "cola.tsv", "gj04\t1\t\tThe book was read.\ngj04\t0\t*\tRead book the was.\n")
+    data = read_labelled(path, "sentence", "label", fieldnames=["source", "label", "original", "sentence"])
+    assert data.texts == ["The book was read.", "Read book the was."] and data.labels == ["1", "0"]
+    bad = write(tmp_path, "bad.tsv", "gj04\t1\t\tfine\ngj04\t0\n")
+    error(lambda p: read_labelled(p, fieldnames=["source", "label", "original", "sentence"]), bad,
+          f"{bad}:2:", "expected 4 columns")
+
+
 # --- errors: each names the file and the fix ---------------------------------------------------------------
 
 def test_no_such_file(tmp_path):
@@ -127,6 +147,15 @@ def test_empty_file_and_header_only(tmp_path, content):
 ])
 def test_empty_sentence(tmp_path, name, content, row):
     error(read_labelled, write(tmp_path, name, content), f"row {row} ", "`sentence`", "remove or fill it")
+
+
+@pytest.mark.parametrize("name, content, words", [
+    ("d.tsv", "a\tb\tlabel\nx\ty\t1\nx\t\t0\n", ["row 3 ", "`b` (half of the pair a/b)"]),
+    ("d.jsonl", '{"a": "x", "b": "y", "label": 1}\n{"a": "x", "label": 0}\n', ["row 2 ", "`b` (half of the pair a/b)"]),
+    ("d.tsv", "a\tlabel\nx\t1\n", ["missing column(s) ['b']", "--text-column a,b: sentence pairs"]),
+], ids=["empty-half", "missing-half", "missing-second-column"])
+def test_bad_pairs(tmp_path, name, content, words):
+    error(lambda p: read_labelled(p, ("a", "b")), write(tmp_path, name, content), *words)
 
 
 @pytest.mark.parametrize("line", ['{"sentence": "fine", "label": 1.5}', '{"sentence": "fine"}'])

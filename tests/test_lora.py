@@ -286,10 +286,9 @@ def test_lora_crash_then_resume_matches_an_uninterrupted_run(tmp_path, sst2, tin
 
 @pytest.mark.parametrize("flags, words", [
     (["--lora-rank", "8", "--unfreeze-last", "2"], "not allowed with argument"),
-    (["--lora-rank", "8", "--export", "out"], "needs --merge"),
     (["--grad-accum", "0"], "--grad-accum 0: must be at least 1"),
     (["--pooling", "mean", "--export", "out"], "--pooling mean cannot be exported"),
-], ids=["lora-and-unfreeze", "export-without-merge", "grad-accum-0", "export-mean-pooling"])
+], ids=["lora-and-unfreeze", "grad-accum-0", "export-mean-pooling"])  # --merge/--peft: tests/test_flags.py
 def test_contradicting_flags_are_refused(capsys, flags, words):
     with pytest.raises(SystemExit) as e:
         train_cls.parse_args(flags)

@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from metrics import MetricsInputError
-from metrics.classification import classification_metrics
+from metrics.classification import classification_metrics, matthews_corrcoef
 
 
 def test_binary_by_hand():
@@ -15,6 +15,29 @@ def test_binary_by_hand():
     # positive_label picks the class: TP 1, FP 1, FN 1
     assert classification_metrics([1, 1, 1, 0, 0], [1, 1, 0, 1, 0], positive_label=0)["precision"] == 0.5
     assert classification_metrics(["neg", "pos"], ["pos", "pos"], positive_label="pos")["recall"] == 1.0
+
+
+def test_matthews_by_hand():
+    # binary, TP 2, FP 1, FN 1, TN 1: (2*1 - 1*1) / sqrt(3 * 3 * 2 * 2) = 1/6
+    assert matthews_corrcoef([1, 1, 1, 0, 0], [1, 1, 0, 1, 0]) == pytest.approx(1 / 6)
+    # three labels: 3 of 6 right, true counts (2, 2, 2), predicted (3, 1, 2):
+    # (3*6 - (2*3 + 2*1 + 2*2)) / sqrt((36 - 12) * (36 - 14)) = 6 / sqrt(528)
+    assert matthews_corrcoef([0, 1, 2, 0, 1, 2], [0, 2, 1, 0, 0, 2]) == pytest.approx(6 / 528 ** 0.5)
+    assert matthews_corrcoef(["a", "b", "a"], ["a", "b", "a"]) == 1.0
+    assert matthews_corrcoef([0, 1, 0, 1], [1, 0, 1, 0]) == -1.0
+
+
+def test_matthews_undefined_is_zero():
+    """One predicted (or one true) label: the denominator is 0, and the score is 0.0, as scikit-learn's."""
+    assert matthews_corrcoef([0, 1, 1], [1, 1, 1]) == 0.0 and matthews_corrcoef([1, 1], [0, 1]) == 0.0
+    with pytest.raises(MetricsInputError):
+        matthews_corrcoef([0, 1], [0])
+
+
+def test_f1_is_the_positive_class_f1_glue_reports():
+    """MRPC/QQP's F1: of label 1. TP 3, FP 1, FN 2, TN 2: P 3/4, R 3/5, F1 2PR/(P+R) = 2/3."""
+    result = classification_metrics([1, 1, 1, 1, 1, 0, 0, 0], [1, 1, 1, 0, 0, 1, 0, 0])
+    assert result["f1"] == pytest.approx(2 / 3) and result["accuracy"] == 5 / 8
 
 
 def test_zero_division_is_zero():

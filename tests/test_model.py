@@ -185,7 +185,7 @@ def test_export_qa_loads_the_backbone_under_transformer(tmp_path, tiny_llama_fol
     torch.nn.init.normal_(head.bias)  # a trained head has a bias; check it survives
     weight, bias = head.weight.detach().clone(), head.bias.detach().clone()
     ids, mask, hidden, tok = our_hidden(tiny_llama_folder, SENTENCES)
-    model.export(tmp_path / "qa", str(tiny_llama_folder), "qa", head, tok)
+    model.export(tmp_path / "qa", str(tiny_llama_folder), "qa", head, tok, {})
     with safe_open(tmp_path / "qa" / "model.safetensors", "pt") as f:
         assert {k.split(".")[0] for k in f.keys()} == {"transformer", "qa_outputs"}
 

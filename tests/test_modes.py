@@ -83,12 +83,28 @@ def test_resume_is_bit_identical_and_export_gives_the_run_logits(tmp_path, monke
     auto = AutoModelForSequenceClassification if task == "cls" else AutoModelForQuestionAnswering
     exported = auto.from_pretrained(tmp_path / "export", dtype="auto").eval()
     assert exported.dtype == model.EXPORT_DTYPE
+    loaded = [exported]
+    if name == "lora":  # the run folder holds the adapters in PEFT's format too: peft itself reads them
+        loaded.append(peft_model(auto, tiny_llama_folder, straight))
     with torch.no_grad():
         hidden = lm.model(input_ids=ids).last_hidden_state
-        out = exported(input_ids=ids, attention_mask=mask)
-        if task == "cls":
-            torch.testing.assert_close(out.logits, head(model.pool(hidden, mask)), atol=1e-5, rtol=0)
-        else:
-            ours, real = head(hidden), mask.bool()
-            torch.testing.assert_close(out.start_logits[real], ours[..., 0][real], atol=1e-5, rtol=0)
-            torch.testing.assert_close(out.end_logits[real], ours[..., 1][real], atol=1e-5, rtol=0)
+        for other in loaded:
+            out = other(input_ids=ids, attention_mask=mask)
+            if task == "cls":
+                torch.testing.assert_close(out.logits, head(model.pool(hidden, mask)), atol=1e-5, rtol=0)
+            else:
+                ours, real = head(hidden), mask.bool()
+                torch.testing.assert_close(out.start_logits[real], ours[..., 0][real], atol=1e-5, rtol=0)
+                torch.testing.assert_close(out.end_logits[real], ours[..., 1][real], atol=1e-5, rtol=0)
+
+
+def peft_model(auto, base: Path, adapters: Path):
+    """PeftModel on the base model, as the card's snippet builds it (the QA class's backbone filled explicitly)."""
+    from peft import PeftModel
+    from transformers import AutoConfig, AutoModel
+    if auto is AutoModelForQuestionAnswering:
+        plain = auto.from_config(AutoConfig.from_pretrained(base))
+        plain.base_model.load_state_dict(AutoModel.from_pretrained(base).state_dict())
+    else:
+        plain = auto.from_pretrained(base, num_labels=2)
+    return PeftModel.from_pretrained(plain, adapters).eval()

@@ -40,7 +40,17 @@ def sst2(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, tiny_llama_folder, sst2, cache):
+def pairs(tmp_path_factory):
+    """A cut of the bundled QNLI-style sample: (question, sentence) pairs."""
+    folder = tmp_path_factory.mktemp("qnli")
+    for name, rows in (("train.tsv", 60), ("dev.tsv", 24)):
+        (folder / name).write_text("\n".join((SAMPLES / "qnli_squad" / name).read_text().split("\n")[:rows + 1])
+                                   + "\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tiny_llama_folder, sst2, pairs, cache):
     """Tiny fp32 runs: cls in every mode (the head-only one exported), QA head-only (exported) and LoRA."""
     out = tmp_path_factory.mktemp("runs")
 
@@ -49,12 +59,16 @@ def runs(tmp_path_factory, tiny_llama_folder, sst2, cache):
                             "--runs-dir", str(out), "--run-name", name, *more]) == 0
         return out / name
     cls_data = ["--data-dir", str(sst2)]
-    made = {f"cls-{m}": train(train_cls, f"cls-{m}", cls_data, *f) for m, f in MODES.items()
-            if m != "head"}
+    made = {f"cls-{m}": train(train_cls, f"cls-{m}", cls_data, *f,
+                              *(["--export", str(out / "cls-peft"), "--peft"] if m == "lora" else []))
+            for m, f in MODES.items() if m != "head"}
     made["cls-head"] = train(train_cls, "cls-head", cls_data, "--export", str(out / "cls-export"))
     made["qa-head"] = train(train_qa, "qa-head", QA_DATA, "--export", str(out / "qa-export"))
-    made["qa-lora"] = train(train_qa, "qa-lora", QA_DATA, *MODES["lora"])
-    made["cls-export"], made["qa-export"] = out / "cls-export", out / "qa-export"
+    made["pair"] = train(train_cls, "pair", ["--task", "qnli", "--data-dir", str(pairs)], "--export",
+                         str(out / "pair-export"))
+    made["qa-lora"] = train(train_qa, "qa-lora", QA_DATA, *MODES["lora"], "--export", str(out / "qa-peft"), "--peft")
+    for name in ("cls-export", "cls-peft", "qa-export", "qa-peft", "pair-export"):
+        made[name] = out / name
     return made
 
 
@@ -100,8 +114,16 @@ def test_qa_run_reproduces_preds_and_na_prob_exactly(tmp_path, runs, name):
     na_prob = json.loads((runs[name] / "na_prob.json").read_text())
     assert {r["id"]: r["answer"] for r in rows} == preds
     assert {r["id"]: r["no_answer_probability"] for r in rows} == na_prob
+    contexts = {ex["id"]: ex["context"] for ex in squad_contexts(runs[name] / "test_data.json")}
     for r in rows:  # offsets point at the answer in its context
         assert (r["start"] is None) == (r["answer"] == "")
+        if r["answer"]:
+            assert contexts[r["id"]][r["start"]:r["end"]] == r["answer"]
+
+
+def squad_contexts(path: Path) -> list[dict]:
+    return [{"id": q["id"], "context": par["context"]} for art in json.loads(path.read_text())["data"]
+            for par in art["paragraphs"] for q in par["qas"]]
 
 
 def test_export_gives_the_runs_predictions(tmp_path, runs, sst2):
@@ -112,12 +134,43 @@ def test_export_gives_the_runs_predictions(tmp_path, runs, sst2):
         assert all(abs(a["probabilities"][k] - b["probabilities"][k]) < 1e-5 for k in a["probabilities"])
     config = json.loads((runs["cls-export"] / "config.json").read_text())
     assert config["id2label"] == {"0": "negative", "1": "positive"}
+    # the export records the run's threshold and windows: no flag needed to get the run's answers
     qa_run = rows_of(tmp_path, runs["qa-head"], "--file", runs["qa-head"] / "test_data.json")
-    threshold = json.loads((runs["qa-head"] / "metrics.json").read_text())["threshold"]
-    qa_export = rows_of(tmp_path, runs["qa-export"], "--file", runs["qa-head"] / "test_data.json",
-                        "--threshold", repr(threshold))
-    assert [r["best_span"] for r in qa_export] == [r["best_span"] for r in qa_run]
+    qa_export = rows_of(tmp_path, runs["qa-export"], "--file", runs["qa-head"] / "test_data.json")
+    assert [r["answer"] for r in qa_export] == [r["answer"] for r in qa_run]
     assert all(abs(a["no_answer_probability"] - b["no_answer_probability"]) < 1e-4 for a, b in zip(qa_run, qa_export))
+    recorded = json.loads((runs["qa-export"] / "llama_heads.json").read_text())
+    assert recorded["threshold"] == json.loads((runs["qa-head"] / "metrics.json").read_text())["threshold"]
+    assert recorded["max_length"] == 384 and recorded["doc_stride"] == 128
+
+
+def test_a_peft_export_gives_the_runs_predictions(tmp_path, runs, sst2):
+    """`--export DIR --peft`: PEFT's two files, the tokenizer and the settings; predict.py reads them without peft."""
+    assert {"adapter_config.json", "adapter_model.safetensors", "llama_heads.json"} <= \
+        {f.name for f in runs["qa-peft"].iterdir()}
+    run = rows_of(tmp_path, runs["qa-lora"], "--file", runs["qa-lora"] / "test_data.json")
+    peft = rows_of(tmp_path, runs["qa-peft"], "--file", runs["qa-lora"] / "test_data.json")
+    assert run == peft
+    dev = sst2 / "dev.tsv"
+    assert rows_of(tmp_path, runs["cls-lora"], "--file", dev) == rows_of(tmp_path, runs["cls-peft"], "--file", dev)
+
+
+def test_sentence_pairs_from_a_run_and_its_export(tmp_path, runs, pairs):
+    info = json.loads((runs["pair"] / "metrics.json").read_text())
+    assert info["task"] == "qnli" and info["label_names"] == ["entailment", "not_entailment"]
+    rows = rows_of(tmp_path, runs["pair"], "--file", pairs / "dev.tsv")
+    gold = read_labelled(pairs / "dev.tsv", ("question", "sentence"))
+    assert [(r["text"], r["text_pair"]) for r in rows] == gold.texts
+    assert confusion(rows, [info["labels"].index(y) for y in gold.labels], info["label_names"]) == info["confusion"]
+    exported = rows_of(tmp_path, runs["pair-export"], "--file", pairs / "dev.tsv")
+    assert [r["label"] for r in exported] == [r["label"] for r in rows]
+    (a, b), (c, d) = gold.texts[:2]
+    by_flag = rows_of(tmp_path, runs["pair"], "--text", a, "--text-pair", b, "--text", c, "--text-pair", d)
+    (tmp_path / "pairs.txt").write_text(f"{a}\t{b}\n{c}\t{d}\n")
+    assert by_flag == rows_of(tmp_path, runs["pair"], "--file", tmp_path / "pairs.txt")
+    for one, among_all in zip(by_flag, rows):  # other batches: the same up to float rounding
+        assert one["label"] == among_all["label"] and one["text_pair"] == among_all["text_pair"]
+        assert all(abs(one["probabilities"][k] - among_all["probabilities"][k]) < 1e-5 for k in one["probabilities"])
 
 
 def test_a_pushed_repo_is_fetched_and_read(tmp_path, runs, sst2, monkeypatch):
@@ -175,11 +228,27 @@ def errors(tmp_path, runs):
     other = tmp_path / "other"
     shutil.copytree(runs["cls-head"], other)
     info = json.loads((other / "metrics.json").read_text())
-    (other / "metrics.json").write_text(json.dumps({**info, "task": "mnli"}))
+    (other / "metrics.json").write_text(json.dumps({**{k: v for k, v in info.items() if k != "labels"},
+                                                    "task": "summarization"}))
+    causal, renamed = tmp_path / "causal", tmp_path / "renamed"
+    for folder in (causal, renamed):
+        shutil.copytree(runs["qa-peft"], folder)
+    config = json.loads((causal / "adapter_config.json").read_text())
+    (causal / "adapter_config.json").write_text(json.dumps({**config, "task_type": "CAUSAL_LM"}))
+    from safetensors.torch import load_file, save_file
+    tensors = load_file(renamed / "adapter_model.safetensors")
+    save_file({k.replace("transformer", "decoder"): t for k, t in tensors.items()}, renamed / "adapter_model.safetensors")
+    (tmp_path / "halves.txt").write_text("a question without its sentence\n")
     return {
+        "pair-without-second": ([str(runs["pair"]), "--text", "x"], "pass --text FIRST --text-pair SECOND"),
+        "pair-line-without-tab": ([str(runs["pair"]), "--file", str(tmp_path / "halves.txt")],
+                                  "needs two tab-separated texts"),
+        "second-to-single": ([str(runs["cls-head"]), "--text", "x", "--text-pair", "y"], "without --text-pair"),
+        "peft-of-another-task": ([str(causal), "--text", "x"], "task type 'CAUSAL_LM'"),
+        "peft-of-another-layout": ([str(renamed), "--question", "q", "--context", "c"], "not a PEFT export"),
         "missing": ([str(tmp_path / "nope"), "--text", "x"], "no such folder"),
         "not-a-run": ([str(tmp_path), "--text", "x"], "neither a run folder"),
-        "other-task": ([str(other), "--text", "x"], "a run of task 'mnli'"),
+        "other-task": ([str(other), "--text", "x"], "a run of task 'summarization'"),
         "question-to-cls": ([str(runs["cls-head"]), "--question", "q", "--context", "c"], "classifies sentences"),
         "text-to-qa": ([str(runs["qa-head"]), "--text", "x"], "answers questions"),
         "corrupt-head": ([str(corrupt), "--text", "x"], "head.safetensors does not load"),
@@ -199,3 +268,13 @@ def test_a_repo_id_offline_is_one_line(tmp_path):
                          capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
     assert "no Hub repo to fetch" in out.stderr and "run folder" in out.stderr
+
+
+def test_one_off_inputs_leave_no_feature_cache(tmp_path, runs, monkeypatch):
+    monkeypatch.setenv("LLAMA_HEADS_CACHE", str(tmp_path / "cache"))
+    rows_of(tmp_path, runs["cls-head"], "--text", "a one-off sentence")
+    rows_of(tmp_path, runs["qa-head"], "--question", "Who?", "--context", "Nobody was there.")
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.safetensors"))
+    (tmp_path / "s.txt").write_text("a sentence from a file\n")
+    rows_of(tmp_path, runs["cls-head"], "--file", tmp_path / "s.txt")
+    assert any((tmp_path / "cache").rglob("*.safetensors"))  # a file's features are kept for the next call

@@ -182,6 +182,22 @@ def test_errors_exit_2_with_one_line(tmp_path, capsys, case):
     assert not (tmp_path / "R.md").exists()
 
 
+def test_glue_task_run_shows_its_task_and_every_test_set(tmp_path):
+    """A GLUE task's run (train_cls.py --task mnli): the task, its text columns and metrics, and a table for the
+    mismatched test set beside the test set's."""
+    run = write_run(tmp_path / "runs" / "mnli-run", "sst2")
+    run |= {"task": "mnli", "text_columns": ["sentence1", "sentence2"], "task_metrics": ["accuracy"],
+            "labels": ["contradiction", "entailment", "neutral"], "confusion": [[1, 0, 0], [0, 1, 0], [0, 0, 1]],
+            "more_tests": {"test_mismatched": {"before": cls_scores(0.31234), "after": cls_scores(0.55556)}}}
+    (tmp_path / "runs" / "mnli-run" / "metrics.json").write_text(json.dumps(run))
+    text = build(tmp_path, tmp_path / "runs" / "mnli-run")
+    assert "## mnli-run (mnli)" in text
+    assert "- task: mnli, texts from column(s) sentence1, sentence2, GLUE metric(s): accuracy" in text
+    mismatched = tables(text)["mnli-run", "Test set test_mismatched: before / zero-shot / after"]
+    accuracy = next(r for r in mismatched if r["metric"] == "accuracy")
+    assert accuracy == {"metric": "accuracy", "before (untrained head)": "0.3123", "after": "0.5556"}
+
+
 def test_confusion_matrix_shows_label_names():
     """SST-2's 0/1 read as negative/positive (runs from before names were recorded); recorded names win."""
     assert report.label_names({"labels": ["0", "1"]}) == ["negative", "positive"]

@@ -218,9 +218,21 @@ def test_postprocess_picks_the_best_span_across_windows():
     # w1: "Paris" (token 3) scores 2 + 2; w2: "of France" (3+4, 3+5) scores 3 + 4; nulls 1 and 0.5
     starts = [logits(w1, {3: 2, w1.null_index: 0.5}), logits(w2, {6: 3, w2.null_index: 0.25})]
     ends = [logits(w1, {3: 2, w1.null_index: 0.5}), logits(w2, {7: 4, w2.null_index: 0.25})]
-    text, diff = postprocess([ex], [w1, w2], starts, ends)
+    text, diff, start = postprocess([ex], [w1, w2], starts, ends)
     assert text == {"q": "of France"}
     assert diff["q"] == pytest.approx(0.5 - 7)  # the smaller null score (w2) minus the best span
+    assert CONTEXT[start["q"]:start["q"] + len("of France")] == "of France"
+
+
+def test_postprocess_gives_the_spans_own_offset_not_the_first_occurrence():
+    context = "the cat saw the dog"
+    offsets = [(0, 3), (4, 7), (8, 11), (12, 15), (16, 19)]  # one token a word
+    w = Window(0, [0] * 9, 3, offsets, 8, 8, 8)
+    ex = Example("q", "T", "Who?", context, [], [])
+    text, _, start = postprocess([ex], [w], [logits(w, {3 + 3: 9})], [logits(w, {3 + 3: 9})])  # the second "the"
+    assert text == {"q": "the"} and start == {"q": 12} and context.find("the") == 0
+    _, _, none = postprocess([ex], [w], [logits(w, {3 + 3: 9})], [logits(w, {3 + 1: 9})], n_best=1)
+    assert none == {"q": None}
 
 
 def test_postprocess_rejects_invalid_spans():
@@ -232,11 +244,11 @@ def test_postprocess_rejects_invalid_spans():
         ({0: 50, w.null_index: 50, c + 2: 1}, {1: 50, w.null_index: 50, c + 3: 1}, 30, "the capital"),
     ]
     for start_peaks, end_peaks, max_len, expected in cases:
-        text, _ = postprocess([example()], [w], [logits(w, start_peaks)], [logits(w, end_peaks)],
+        text, _, _ = postprocess([example()], [w], [logits(w, start_peaks)], [logits(w, end_peaks)],
                               max_answer_length=max_len)
         assert text["q"] == expected
     # with n_best=1 the only pair is start 5 > end 2: no valid span at all
-    text, diff = postprocess([example()], [w], [logits(w, {c + 5: 9})], [logits(w, {c + 2: 9})], n_best=1)
+    text, diff, _ = postprocess([example()], [w], [logits(w, {c + 5: 9})], [logits(w, {c + 2: 9})], n_best=1)
     assert text == {"q": ""} and diff == {"q": NO_SPAN_DIFF}
 
 

@@ -1,0 +1,299 @@
+"""GLUE tasks and sentence pairs in train_cls.py: the task registry's files fetched and checked, column handling and
+bad pair files as one-line errors, a tiny-model run per task family (single, pair, multi-class), and exports that
+encode pairs as the run did (pipeline text/text_pair)."""
+import hashlib
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import model
+import train_cls
+from data import fetch, glue
+from data.fetch import DataUnavailable
+from helpers import assert_one_line_error, run_script
+
+ROOT = Path(__file__).resolve().parents[1]
+QNLI = ROOT / "data" / "samples" / "qnli_squad"
+SST2 = ROOT / "data" / "samples" / "sst2"
+
+
+def rows(path: Path, n: int) -> list[list[str]]:
+    """The first n rows of a bundled TSV, header skipped, as fields."""
+    return [line.split("\t") for line in path.read_text().splitlines()[1:n + 1]]
+
+
+def tsv(path: Path, header: list[str] | None, body: list[list[str]]) -> Path:
+    path.write_text("".join("\t".join(r) + "\n" for r in ([header] if header else []) + body))
+    return path
+
+
+@pytest.fixture(scope="module")
+def qnli_cut(tmp_path_factory) -> Path:
+    """120 training and 40 test pairs of the bundled QNLI-style sample, in GLUE QNLI's layout."""
+    folder = tmp_path_factory.mktemp("qnli")
+    header = ["index", "question", "sentence", "label"]
+    tsv(folder / "train.tsv", header, rows(QNLI / "train.tsv", 120))
+    tsv(folder / "dev.tsv", header, rows(QNLI / "dev.tsv", 40))
+    return folder
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch, tiny_llama_folder):
+    """run(*flags, name=...) -> (exit code, metrics.json, run folder): the tiny Llama, 2 epochs."""
+    monkeypatch.setenv("LLAMA_HEADS_CACHE", str(tmp_path / "cache"))
+
+    def run(*flags, name="run"):
+        rc = train_cls.main(["--model", str(tiny_llama_folder), "--dtype", "fp32", "--epochs", "2",
+                             "--runs-dir", str(tmp_path / "runs"), "--run-name", name, *flags])
+        folder = tmp_path / "runs" / name
+        return rc, json.loads((folder / "metrics.json").read_text()), folder
+    return run
+
+
+# --- a tiny run per task family ----------------------------------------------------------------------------
+
+def test_pair_task_run_records_task_columns_and_metrics(tiny, qnli_cut):
+    rc, info, run = tiny("--task", "qnli", "--data-dir", str(qnli_cut), "--zero-shot")
+    assert rc == 0
+    assert info["task"] == "qnli" and info["text_columns"] == ["question", "sentence"]
+    assert info["labels"] == info["label_names"] == ["entailment", "not_entailment"]
+    assert info["task_metrics"] == ["accuracy"] and set(info["metrics"]) == {"before", "zero_shot", "after"}
+    assert info["split"]["test"] == 40 and "more_tests" not in info
+    config = json.loads((run / "config.json").read_text())
+    assert config["task"] == "qnli" and config["text_column"] == "question,sentence"
+    assert config["label_column"] == "label"
+
+
+def test_single_sentence_task_reports_matthews_correlation(tiny, tmp_path):
+    """CoLA's files have no header; its metric is the Matthews correlation."""
+    data = tmp_path / "cola"
+    data.mkdir()
+    for name, n in (("train.tsv", 100), ("dev.tsv", 30)):
+        tsv(data / name, None, [["src", label, "", sentence] for sentence, label in rows(SST2 / name, n)])
+    rc, info, _ = tiny("--task", "cola", "--data-dir", str(data))
+    assert rc == 0 and info["task"] == "cola" and info["label_names"] == ["unacceptable", "acceptable"]
+    assert info["task_metrics"] == ["mcc"] and all(-1 <= m["mcc"] <= 1 for m in info["metrics"].values())
+    assert all("mcc" in row for row in info["epochs"])
+
+
+def glue_zip(members: dict[str, str]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        for name, text in members.items():
+            z.writestr(name, text)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def download(monkeypatch):
+    """serve(zip_name, payload): urlopen answers with payload, and the zip's recorded sha256 is the payload's;
+    returns the list of URLs fetched."""
+    def serve(zip_name: str, payload: bytes, sha: str | None = None) -> list[str]:
+        urls = []
+
+        def urlopen(url, timeout):
+            urls.append(url)
+            return io.BytesIO(payload)
+        monkeypatch.setattr(fetch.urllib.request, "urlopen", urlopen)
+        monkeypatch.setitem(fetch.GLUE_ZIPS, zip_name, sha or hashlib.sha256(payload).hexdigest())
+        return urls
+    return serve
+
+
+def mnli_file(pairs: list[list[str]], offset: int) -> str:
+    labels = glue.TASKS["mnli"].values
+    return "".join(["sentence1\tsentence2\tgold_label\n"] + [f"{q}\t{s}\t{labels[(i + offset) % 3]}\n"
+                                                              for i, (_, q, s, _) in enumerate(pairs)])
+
+
+def test_multi_class_task_fetched_with_both_test_sets(tiny, download):
+    """MNLI from its (stand-in) GLUE zip: three labels, dev_matched the test set, dev_mismatched beside it."""
+    pairs = rows(QNLI / "train.tsv", 150)
+    urls = download("MNLI.zip", glue_zip({"MNLI/train.tsv": mnli_file(pairs[:90], 0),
+                                          "MNLI/dev_matched.tsv": mnli_file(pairs[90:120], 1),
+                                          "MNLI/dev_mismatched.tsv": mnli_file(pairs[120:], 2)}))
+    rc, info, _ = tiny("--task", "mnli")
+    assert rc == 0 and urls == [fetch.GLUE_URL + "MNLI.zip"]  # one download serves the three files
+    assert info["labels"] == ["contradiction", "entailment", "neutral"] and len(info["confusion"]) == 3
+    assert info["split"]["test"] == 30 and info["split"]["test_mismatched"] == 30
+    assert set(info["more_tests"]) == {"test_mismatched"}
+    assert set(info["more_tests"]["test_mismatched"]) == {"before", "after"}
+
+
+# --- fetching a GLUE zip -----------------------------------------------------------------------------------
+
+def test_glue_zip_is_checked_cached_and_extracted(tmp_path, monkeypatch, download):
+    monkeypatch.setenv("LLAMA_HEADS_CACHE", str(tmp_path))
+    files = {"QNLI/train.tsv": "index\tquestion\tsentence\tlabel\n0\tq\ts\tentailment\n", "QNLI/dev.tsv": "dev\n"}
+    urls = download("QNLIv2.zip", glue_zip(files))
+    path = fetch.fetch_file("qnli_train")
+    assert path.read_text() == files["QNLI/train.tsv"] and fetch.fetch_file("qnli_dev").read_text() == "dev\n"
+    assert urls == [fetch.GLUE_URL + "QNLIv2.zip"]  # the zip is cached: the second member needs no download
+    path.write_text("damaged")  # an extracted copy that differs from the checked zip's record is extracted again
+    assert fetch.fetch_file("qnli_train").read_text() == files["QNLI/train.tsv"] and len(urls) == 1
+
+
+def test_glue_zip_with_another_checksum_is_refused(tmp_path, monkeypatch, download):
+    monkeypatch.setenv("LLAMA_HEADS_CACHE", str(tmp_path))
+    download("RTE.zip", glue_zip({"RTE/train.tsv": "x"}), sha="0" * 64)
+    with pytest.raises(DataUnavailable, match="whose sha256 is not 0{64}; pass a trusted local copy with --data-dir"):
+        fetch.fetch_file("rte_train")
+    assert not (tmp_path / "rte_train").exists() and not (tmp_path / "glue" / "RTE.zip").exists()
+
+
+def test_every_task_names_fetchable_files():
+    for task in glue.TASKS.values():
+        for name in (task.train, *(fetch_name for _, fetch_name, _ in task.tests)):
+            assert name in fetch.SOURCES or fetch.ZIP_MEMBERS[name][0] in fetch.GLUE_ZIPS, (task.name, name)
+
+
+def test_mrpc_files_are_cached_as_tsv(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLAMA_HEADS_CACHE", str(tmp_path))
+    text = b"\xef\xbb\xbfQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n1\t1\t2\tA b.\tA c.\n"
+    monkeypatch.setattr(fetch.urllib.request, "urlopen", lambda url, timeout: io.BytesIO(text))
+    url, member, _, flag = fetch.SOURCES["mrpc_train"]
+    monkeypatch.setitem(fetch.SOURCES, "mrpc_train", (url, member, hashlib.sha256(text).hexdigest(), flag))
+    path = fetch.fetch_file("mrpc_train")
+    assert path.name == "msr_paraphrase_train.tsv"
+    data = train_cls.read_labelled(path, tuple(glue.TASKS["mrpc"].text_columns), "Quality")
+    assert data.texts == [("A b.", "A c.")] and data.labels == ["1"]
+
+
+# --- one-line errors ---------------------------------------------------------------------------------------
+
+def cli(*flags, env=None):
+    return run_script("train_cls.py", "--model", "unused", *flags, env=env)
+
+
+def pair_files(tmp_path, train: str, header="premise\thypothesis\tlabel\n") -> list[str]:
+    (tmp_path / "train.tsv").write_text(header + train)
+    (tmp_path / "dev.tsv").write_text("premise\thypothesis\tlabel\na\tb\tyes\n")
+    return ["--train-file", str(tmp_path / "train.tsv"), "--eval-file", str(tmp_path / "dev.tsv")]
+
+
+@pytest.mark.parametrize("header, train, words", [
+    ("premise\tlabel\n", "a\tyes\n", ["train.tsv", "missing column(s) ['hypothesis']", "--text-column"]),
+    ("premise\thypothesis\tlabel\n", "a\tb\tyes\nc\t \tno\n",
+     ["train.tsv", "row 3", "`hypothesis` (half of the pair premise/hypothesis)", "remove or fill it"]),
+    ("premise\thypothesis\tlabel\n", "a\tb\tyes\nc\tno\n", ["train.tsv:3", "expected 3 columns"]),
+], ids=["missing-second-column", "empty-half", "row-without-second-half"])
+def test_bad_pair_files_exit_2_with_one_line(tmp_path, header, train, words):
+    out = cli(*pair_files(tmp_path, train, header), "--text-column", "premise,hypothesis")
+    assert_one_line_error(out, *words)
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--task", "stsb"], ["--task stsb: not supported", "regression"]),
+    (["--task", "wnli2"], ["--task wnli2: unknown", "qnli", "custom"]),
+    (["--text-column", "a,b,c"], ["--text-column a,b,c", "two comma-separated"]),
+    (["--task", "qnli", "--text-column", "q"], ["--text-column q", "qnli reads 2 text column(s)"]),
+    (["--task", "custom"], ["--task custom", "--train-file and --eval-file"]),
+], ids=["stsb", "unknown-task", "three-columns", "task-columns", "custom-without-files"])
+def test_flag_errors_exit_2_with_one_line(flags, words):
+    assert_one_line_error(cli(*flags), *words)
+
+
+def test_zero_shot_of_own_labels_needs_label_words(tmp_path):
+    files = pair_files(tmp_path, "a\tb\tyes\nc\td\tno\n" * 4)
+    out = cli(*files, "--text-column", "premise,hypothesis", "--zero-shot")
+    assert_one_line_error(out, "--zero-shot", "['no', 'yes']", "--label-words")
+    out = cli(*files, "--text-column", "premise,hypothesis", "--zero-shot", "--label-words", "no")
+    assert_one_line_error(out, "--label-words no", "needs 2 words")
+
+
+def test_offline_glue_task_names_the_flags(tmp_path):
+    env = {"LLAMA_HEADS_CACHE": str(tmp_path), "https_proxy": "http://127.0.0.1:9", "no_proxy": ""}
+    assert_one_line_error(cli("--task", "qnli", env=env), "cannot download qnli_train", "--data-dir/--train-file")
+
+
+# --- pairs in exports --------------------------------------------------------------------------------------
+
+def test_export_encodes_pairs_as_the_run_and_pipeline_agrees(tiny, tmp_path, qnli_cut, tiny_llama_folder):
+    """Own pair files (JSONL, --label-words zero-shot), exported: the export's tokenizer encodes (a, b) exactly as
+    train_cls.tokenize did, and pipeline("text-classification") with text/text_pair gives the run's predictions
+    and probabilities."""
+    from transformers import AutoTokenizer, pipeline
+    pairs = rows(QNLI / "dev.tsv", 60)
+    for name, part in (("train.jsonl", pairs[:40]), ("test.jsonl", pairs[40:])):
+        (tmp_path / name).write_text("".join(json.dumps({"premise": q, "hypothesis": s, "label": label}) + "\n"
+                                             for _, q, s, label in part))
+    export = tmp_path / "export"
+    rc, info, run = tiny("--train-file", str(tmp_path / "train.jsonl"), "--eval-file", str(tmp_path / "test.jsonl"),
+                         "--text-column", "premise,hypothesis", "--zero-shot", "--label-words", "yes,no",
+                         "--export", str(export))
+    assert rc == 0 and info["task"] == "custom" and info["text_columns"] == ["premise", "hypothesis"]
+    assert "zero_shot" in info["metrics"]
+    texts = [(q, s) for _, q, s, _ in pairs[40:]]
+
+    lm, tokenizer = model.load_backbone(str(tiny_llama_folder), torch.device("cpu"), torch.float32)
+    seqs = train_cls.tokenize(tokenizer, texts, 256)
+    newline = tokenizer("\n", add_special_tokens=False)["input_ids"]
+    a, b = (tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts[0])
+    assert seqs[0] == a + newline + b  # first, the separator, second
+    exported = AutoTokenizer.from_pretrained(export)
+    assert [exported(q, s)["input_ids"] for q, s in texts] == seqs
+    head = torch.nn.Linear(lm.config.hidden_size, 2, bias=False)
+    head.load_state_dict(load_file(run / "head.safetensors"))
+    with torch.no_grad():
+        probs = torch.stack([head(lm.model(torch.tensor([s])).last_hidden_state[0, -1]) for s in seqs]).softmax(-1)
+
+    classify = pipeline("text-classification", model=str(export), device="cpu")
+    out = [classify({"text": q, "text_pair": s}, top_k=None) for q, s in texts]
+    names = info["label_names"]
+    got = torch.tensor([[next(r["score"] for r in o if r["label"] == n) for n in names] for o in out])
+    assert got.argmax(-1).tolist() == probs.argmax(-1).tolist()
+    assert torch.allclose(got, probs, atol=1e-4)
+
+
+# --- the bundled QNLI-style sample (data/make_pairs.py) ----------------------------------------------------
+
+def test_sentence_splitter_keeps_abbreviations_and_initials():
+    from data.make_pairs import sentences
+    text = 'Dr. Smith went to the U.S. in 1990. He met J. R. R. Tolkien there!  "Why?" he asked. (It rained.) End'
+    assert [text[a:b] for a, b in sentences(text)] == [
+        "Dr. Smith went to the U.S. in 1990.", "He met J. R. R. Tolkien there!", '"Why?" he asked.', "(It rained.)",
+        "End"]
+
+
+def squad_article(title: str, n: int) -> dict:
+    """A SQuAD 2.0 article: each paragraph three sentences, an answerable question on the second, one unanswerable."""
+    paragraphs = []
+    for i in range(n):
+        context = f"{title} opened in {1900 + i}. Its mayor was Ann {title}{i}. The river is wide."
+        start = context.index(f"Ann {title}{i}")
+        paragraphs.append({"context": context, "qas": [
+            {"id": f"{title}{i}a", "question": f"Who was the mayor of {title} ({i})?", "is_impossible": False,
+             "answers": [{"text": f"Ann {title}{i}", "answer_start": start}]},
+            {"id": f"{title}{i}b", "question": "Who built it?", "is_impossible": True, "answers": []}]})
+    return {"title": title, "paragraphs": paragraphs}
+
+
+def test_make_pairs_labels_by_answer_span_and_holds_out_articles(tmp_path):
+    from data import make_pairs
+    squad = tmp_path / "dev-v2.0.json"
+    squad.write_text(json.dumps({"data": [squad_article(t, 12) for t in ("Alba", "Brno", "Cork", "Doha")]}))
+    flags = [str(squad), "--train-rows", "16", "--dev-rows", "8", "--dev-articles", "0.25"]
+    assert make_pairs.main([*flags, "--out", str(tmp_path / "a")]) == 0
+    assert make_pairs.main([*flags, "--out", str(tmp_path / "b")]) == 0
+    splits = {}
+    for name, n in (("train.tsv", 16), ("dev.tsv", 8)):
+        text = (tmp_path / "a" / name).read_text()
+        assert text == (tmp_path / "b" / name).read_text()  # seeded
+        data = train_cls.read_labelled(tmp_path / "a" / name, ("question", "sentence"))
+        assert len(data.texts) == n and data.labels.count("entailment") == n // 2
+        for (question, sentence), label in zip(data.texts, data.labels):
+            assert ("Its mayor was Ann" in sentence) == (label == "entailment"), (question, sentence)
+        splits[name] = {q.split(" of ")[1].split(" ")[0] for q, _ in data.texts}  # the articles' titles
+    assert len(splits["dev.tsv"]) == 1 and not splits["dev.tsv"] & splits["train.tsv"]
+
+
+def test_bundled_pair_sample():
+    for name, n in (("train.tsv", 1000), ("dev.tsv", 500)):
+        assert (QNLI / name).read_text().split("\n", 1)[0] == "index\tquestion\tsentence\tlabel"
+        data = train_cls.read_labelled(QNLI / name, ("question", "sentence"))
+        assert len(data.texts) == n and data.labels.count("entailment") == n // 2
