@@ -1,11 +1,14 @@
-"""What bench/cpu.py and bench/gpu.py share: the peer (transformers Trainer, frozen backbone, fp32,
-batch 8) and its hand-written fallback, the collators, and the result table.
+"""What bench/cpu.py and bench/gpu.py share: the Trainer peers (frozen backbone) and their hand-written
+fallback, the collators, and the result table. The features-once peer is in bench/peers.py.
 
 The peer is what users ran for their assignment: `Trainer` + `LlamaForSequenceClassification` (or
 `LlamaForQuestionAnswering`) in fp32, batch 8, every parameter frozen except the head, 3 epochs. Each
-step runs the whole backbone forward again; only the head gets gradients. Trainer needs `accelerate`
-(requirements-bench.txt); without it the same steps run in a hand-written loop, labelled as such.
+step runs the whole backbone forward again; only the head gets gradients. The careful peer is the same
+Trainer as a careful user sets it (`run_peer(..., batch=64, bf16=True, group_by_length=True)` on a bf16 model
+from `frozen_backbone`). Trainer needs `accelerate` (requirements-bench.txt); without it the same steps run in a
+hand-written loop, labelled as such.
 """
+import dataclasses
 import importlib.util
 import math
 import tempfile
@@ -21,8 +24,18 @@ def have_accelerate() -> bool:
     return importlib.util.find_spec("accelerate") is not None
 
 
-def peer_label(mode: str) -> str:
-    return "peer (Trainer)" if mode == "trainer" else "peer (Trainer-equivalent loop)"
+def peer_label(mode: str, careful: bool = False) -> str:
+    who = "Trainer" if mode == "trainer" else "Trainer-equivalent loop"
+    return f"careful peer ({who})" if careful else f"peer ({who})"
+
+
+def frozen_backbone(model: torch.nn.Module, head_name: str, dtype: torch.dtype) -> torch.nn.Module:
+    """A peer's model: the backbone frozen and stored in `dtype` (the careful peer's bf16: no per-step weight casts
+    under autocast), the head in fp32, so that AdamW updates it at full precision."""
+    model.to(dtype)
+    getattr(model, head_name).float()
+    freeze_backbone(model, head_name)
+    return model
 
 
 def freeze_backbone(model: torch.nn.Module, head_name: str) -> int:
@@ -66,28 +79,32 @@ def _sync(device: torch.device) -> None:
 
 def run_peer(model: torch.nn.Module, train_items: list[dict], collator: Callable, *, device: torch.device,
              epochs: float = 3, max_steps: int = -1, lr: float = 1e-3, seed: int = 1, warm_steps: int = 0,
-             eval_items: list[dict] | None = None, force_loop: bool = False, log=print) -> dict:
-    """Train `model` (already frozen but for its head, on `device`, fp32) like Trainer does, then predict.
+             eval_items: list[dict] | None = None, force_loop: bool = False, batch: int = PEER_BATCH,
+             bf16: bool = False, group_by_length: bool = False, log=print) -> dict:
+    """Train `model` (already frozen but for its head, on `device`) like Trainer does, then predict: batches of
+    `batch`, bf16 autocast if `bf16`, each batch drawn from items of similar length if `group_by_length`.
 
     Returns mode ('trainer' or 'loop'), steps, train_s (the whole train() call), timed_s/timed_steps (after
-    `warm_steps` steps, for a steady-state rate), losses (one per logging interval, in order), eval_s and
-    logits (numpy array, or a tuple of them for QA) when eval_items are given.
+    `warm_steps` steps, for a steady-state rate), losses (one per logging interval, in order), eval_s, logits (numpy
+    array, or a tuple of them for QA) and their labels when eval_items are given. The labels come in the logits' order,
+    which is not the items' when Trainer groups by length (it does so for evaluation too).
     """
     mode = "trainer" if have_accelerate() and not force_loop else "loop"
-    steps = max_steps if max_steps > 0 else math.ceil(len(train_items) / PEER_BATCH) * math.ceil(epochs)
+    steps = max_steps if max_steps > 0 else math.ceil(len(train_items) / batch) * math.ceil(epochs)
     log_every = max(1, steps // 10)
     fn = _run_trainer if mode == "trainer" else _run_loop
     out = fn(model, train_items, collator, device=device, epochs=epochs, max_steps=max_steps, lr=lr, seed=seed,
-             warm_steps=warm_steps, eval_items=eval_items, log_every=log_every)
+             warm_steps=warm_steps, eval_items=eval_items, log_every=log_every, batch=batch, bf16=bf16,
+             group_by_length=group_by_length)
     out["mode"] = mode
     if out["losses"]:
-        log(f"  {peer_label(mode)}: {out['steps']} steps, loss {out['losses'][0]:.4f} (first {log_every} steps) "
-            f"-> {out['losses'][-1]:.4f} (last logged)")
+        log(f"  {peer_label(mode, group_by_length)}: {out['steps']} steps, loss {out['losses'][0]:.4f} "
+            f"(first {log_every} steps) -> {out['losses'][-1]:.4f} (last logged)")
     return out
 
 
 def _run_trainer(model, train_items, collator, *, device, epochs, max_steps, lr, seed, warm_steps, eval_items,
-                 log_every) -> dict:
+                 log_every, batch, bf16, group_by_length) -> dict:
     from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
     class Clock(TrainerCallback):
@@ -108,12 +125,16 @@ def _run_trainer(model, train_items, collator, *, device, epochs, max_steps, lr,
             self.end_at = time.perf_counter()
 
     clock = Clock()
+    # transformers 5 replaced the group_by_length flag by a sampling strategy
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    grouping = ({"group_by_length": group_by_length} if "group_by_length" in names else
+                {"train_sampling_strategy": "group_by_length" if group_by_length else "random"})
     with tempfile.TemporaryDirectory(prefix="peer-") as out_dir:
         targs = TrainingArguments(
-            output_dir=out_dir, per_device_train_batch_size=PEER_BATCH, per_device_eval_batch_size=PEER_BATCH,
-            num_train_epochs=epochs, max_steps=max_steps, learning_rate=lr, seed=seed,
-            bf16=False, fp16=False,  # fp32 weights and compute, as the peer ran
-            eval_strategy="no", save_strategy="no", report_to=[], logging_strategy="steps", logging_steps=log_every,
+            output_dir=out_dir, per_device_train_batch_size=batch, per_device_eval_batch_size=batch,
+            num_train_epochs=epochs, max_steps=max_steps, learning_rate=lr, seed=seed, bf16=bf16, fp16=False,
+            **grouping, eval_strategy="no", save_strategy="no", report_to=[], logging_strategy="steps",
+            logging_steps=log_every,
             dataloader_num_workers=0, use_cpu=device.type == "cpu", disable_tqdm=True)
         trainer = Trainer(model=model, args=targs, train_dataset=train_items, data_collator=collator,
                           callbacks=[clock])
@@ -132,17 +153,21 @@ def _run_trainer(model, train_items, collator, *, device, epochs, max_steps, lr,
             pred = trainer.predict(eval_items)
             _sync(device)
             out["eval_s"] = time.perf_counter() - t0
-            out["logits"] = pred.predictions
+            out["logits"], out["labels"] = pred.predictions, pred.label_ids
     return out
 
 
 def _run_loop(model, train_items, collator, *, device, epochs, max_steps, lr, seed, warm_steps, eval_items,
-              log_every) -> dict:
-    """Trainer's defaults by hand: shuffled batches of 8, AdamW (no weight decay), linear decay without warmup,
-    gradient clipping at 1.0, fp32; eval in no_grad."""
+              log_every, batch, bf16, group_by_length) -> dict:
+    """Trainer's defaults by hand: shuffled batches (grouped by length: Trainer's own sampler), AdamW (no weight
+    decay), linear decay without warmup, gradient clipping at 1.0, bf16 autocast or fp32; eval in no_grad."""
+    from transformers.trainer_pt_utils import LengthGroupedSampler
     torch.manual_seed(seed)
-    loader = torch.utils.data.DataLoader(train_items, batch_size=PEER_BATCH, shuffle=True, collate_fn=collator,
-                                         generator=torch.Generator().manual_seed(seed))
+    generator = torch.Generator().manual_seed(seed)
+    sampler = LengthGroupedSampler(batch, dataset=train_items, generator=generator) if group_by_length else None
+    loader = torch.utils.data.DataLoader(train_items, batch_size=batch, shuffle=sampler is None, sampler=sampler,
+                                         collate_fn=collator, generator=generator)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
     total = max_steps if max_steps > 0 else len(loader) * math.ceil(epochs)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
@@ -151,9 +176,9 @@ def _run_loop(model, train_items, collator, *, device, epochs, max_steps, lr, se
     losses, window, step = [], [], 0
     warm_at = t0 = time.perf_counter()
     while step < total:
-        for batch in loader:
-            batch = {k: v.to(device) for k, v in batch.items()}
-            loss = model(**batch).loss
+        for inputs in loader:
+            with autocast:
+                loss = model(**{k: v.to(device) for k, v in inputs.items()}).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
@@ -177,14 +202,14 @@ def _run_loop(model, train_items, collator, *, device, epochs, max_steps, lr, se
         model.eval()
         t0 = time.perf_counter()
         chunks = []
-        with torch.no_grad():
-            for lo in range(0, len(eval_items), PEER_BATCH):
-                batch = {k: v.to(device) for k, v in collator(eval_items[lo:lo + PEER_BATCH]).items()}
-                batch.pop("labels", None)
-                chunks.append(model(**batch).logits.float().cpu())
+        with torch.no_grad(), autocast:
+            for lo in range(0, len(eval_items), batch):
+                inputs = {k: v.to(device) for k, v in collator(eval_items[lo:lo + batch]).items() if k != "labels"}
+                chunks.append(model(**inputs).logits.float().cpu())
         _sync(device)
         out["eval_s"] = time.perf_counter() - t0
         out["logits"] = torch.cat(chunks).numpy()
+        out["labels"] = [it["labels"] for it in eval_items]
     return out
 
 

@@ -14,7 +14,11 @@ Measures, in one process:
      backbone frozen, timed over --peer-steps steps and extrapolated per example to 3 epochs + its eval;
   3. train_qa's backbone pass over 384-token windows (SQuAD-like lengths) vs the peer's Trainer +
      LlamaForQuestionAnswering, fp32, batch 8, padded to 384 -- per pass, and estimated for 3 epochs
-     of SQuAD v2 train.
+     of SQuAD v2 train;
+  4. the stronger peers on both tasks (bench/common.py, bench/peers.py): the careful Trainer (backbone in bf16,
+     head in fp32 under bf16 autocast, group_by_length, batch --careful-batch, dynamic padding), timed like the
+     peer; and features once (the bare LlamaModel in bf16, inference mode, length-sorted batches of 64 with an
+     attention mask), measured in full: SST-2 then an L-BFGS logistic regression on the device, SQuAD per pass.
 FLOPs = 2 x non-embedding parameters x non-pad tokens (attention scores excluded: ~2% at 384 tokens).
 Without `accelerate` the peer runs the same steps in a hand-written loop, labelled as such.
 """
@@ -38,7 +42,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from bench import common  # noqa: E402
+from bench import common, peers  # noqa: E402
 
 LLAMA_CONFIG = ROOT / "bench" / "llama-3.2-1b" / "config.json"
 LENGTHS = ROOT / "bench" / "sst2_lengths.json"
@@ -60,6 +64,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--skip-peer", action="store_true")
     p.add_argument("--peer-loop", action="store_true", help="use the hand-written loop even if Trainer works")
     p.add_argument("--peer-lr", type=float, default=1e-3)
+    p.add_argument("--careful-batch", type=int, help="the careful Trainer's batch size (default 128; --tiny 16)")
     p.add_argument("--n-train", type=int, help="SST-2 train sentences (default 67,349; --tiny 256)")
     p.add_argument("--n-test", type=int, help="SST-2 test sentences (default 872; --tiny 64)")
     p.add_argument("--n-qa-windows", type=int, help="384-token windows in our QA pass (default 4096; --tiny 32)")
@@ -79,8 +84,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--shared", default=str(ROOT.parent / "shared" / "data"),
                    help="with --write-lengths: folder with sst2/ and squad_v2/")
     args = p.parse_args(argv)
-    defaults = dict(peer_steps=(12, 200), n_train=(256, 67_349), n_test=(64, 872), n_qa_windows=(32, 4096),
-                    matmul_size=(256, 8192), lora_windows=(16, 1024))
+    defaults = dict(careful_batch=(16, 128), peer_steps=(12, 200), n_train=(256, 67_349), n_test=(64, 872),
+                    n_qa_windows=(32, 4096), matmul_size=(256, 8192), lora_windows=(16, 1024))
     for key, (tiny, full) in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, tiny if args.tiny else full)
@@ -141,6 +146,15 @@ def synth(lengths: list[int], vocab: int, pad: int, rng: random.Random) -> list[
 def sync(device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def timed(fn, device):
+    """(fn(), seconds), the device synchronised at both ends."""
+    sync(device)
+    t0 = time.perf_counter()
+    out = fn()
+    sync(device)
+    return out, time.perf_counter() - t0
 
 
 def reset_peak(device) -> None:
@@ -346,27 +360,27 @@ def compile_check(lm, pad, vocab, lengths, rng, args, device, mfu) -> int:
     return 0
 
 
-def peer_model(kind: str, config, device):
+def peer_model(kind: str, config, device, dtype):
     from transformers import LlamaForQuestionAnswering, LlamaForSequenceClassification
     if kind == "cls":
         config.num_labels = 2
-        m = build(LlamaForSequenceClassification, config, device, torch.float32)
-        common.freeze_backbone(m, "score")
-    else:
-        m = build(LlamaForQuestionAnswering, config, device, torch.float32)
-        common.freeze_backbone(m, "qa_outputs")
-    return m
+    cls, head = ((LlamaForSequenceClassification, "score") if kind == "cls" else
+                 (LlamaForQuestionAnswering, "qa_outputs"))
+    return common.frozen_backbone(build(cls, config, device, dtype), head, dtype)
 
 
-def run_peer(kind, config, items, args, device, eval_items=None) -> dict:
+def run_peer(kind, config, items, args, device, eval_items=None, careful: bool = False) -> dict:
+    """The assignment's Trainer (fp32, batch 8) or the careful one (bf16 backbone, batch --careful-batch,
+    group_by_length), timed over --peer-steps steps."""
     reset_peak(device)
-    m = peer_model(kind, config, device)
+    m = peer_model(kind, config, device, torch.bfloat16 if careful else torch.float32)
+    how = {"batch": args.careful_batch, "bf16": True, "group_by_length": True} if careful else {}
     warm = min(10, max(1, args.peer_steps // 4))
     out = common.run_peer(m, items, common.dynamic_pad(config.pad_token_id), device=device,
                           max_steps=args.peer_steps, lr=args.peer_lr, seed=args.seed, warm_steps=warm,
-                          eval_items=eval_items, force_loop=args.peer_loop, log=say)
+                          eval_items=eval_items, force_loop=args.peer_loop, log=say, **how)
     out["peak_gib"] = peak_gib(device)
-    out["s_per_example"] = out["timed_s"] / (out["timed_steps"] * common.PEER_BATCH)
+    out["s_per_example"] = out["timed_s"] / (out["timed_steps"] * how.get("batch", common.PEER_BATCH))
     del m
     reset_peak(device)
     return out
@@ -407,7 +421,7 @@ def bench(args: argparse.Namespace, work: Path) -> int:
     config = llama_config(args.tiny)
     pad, vocab = config.pad_token_id, config.vocab_size
     t0 = time.perf_counter()
-    from transformers import LlamaForCausalLM
+    from transformers import LlamaForCausalLM, LlamaModel
     lm = build(LlamaForCausalLM, config, device, torch.bfloat16)
     lm.requires_grad_(False).eval()
     if device.type == "cuda":
@@ -496,59 +510,95 @@ def bench(args: argparse.Namespace, work: Path) -> int:
     reset_peak(device)
 
     if not args.skip_peer:
-        say(f"[3] sst2, peer: LlamaForSequenceClassification fp32, batch 8, dynamic padding, frozen backbone, "
-            f"{args.peer_steps} steps ({'Trainer' if common.have_accelerate() and not args.peer_loop else 'loop'})")
-        items = [{"input_ids": s, "labels": int(y)} for s, y in zip(train_seqs, y_train)]
-        eval_items = [{"input_ids": s, "labels": int(y)} for s, y in zip(test_seqs, y_test)]
-        peer = run_peer("cls", llama_config(args.tiny), items, args, device, eval_items)
-        peer.pop("logits", None)
-        peer["wall_s"] = peer["s_per_example"] * len(items) * args.epochs + peer["eval_s"]
-        results["sst2_peer"] = peer
-        label = common.peer_label(peer["mode"])
-        say(f"    {peer['s_per_example'] * 1e3:.2f} ms/example -> {peer['wall_s']:.1f} s for {args.epochs} epochs "
-            f"+ eval ({peer['eval_s']:.1f} s)")
-        rows.append({"phase": "sst2 3 epochs", "side": label, "wall s": peer["wall_s"],
-                     "examples/s": 1 / peer["s_per_example"], "peak GiB": peer["peak_gib"],
-                     "note": f"extrapolated from {peer['timed_steps']} steps; eval measured"})
-        rows.append({"phase": "sst2 3 epochs", "side": "ratio peer/ours", "ratio": peer["wall_s"] / ours["wall_s"]})
-
-        say(f"[4] squad, peer: LlamaForQuestionAnswering fp32, batch 8, padded to {QA_MAX_LENGTH}, frozen backbone, "
-            f"{args.peer_steps} steps")
-        qa_items = [{**common.pad_to(s, QA_MAX_LENGTH, pad), "start_positions": st, "end_positions": st}
-                    for s, st in zip(qa_seqs, qa_starts)]
-        qpeer = run_peer("qa", llama_config(args.tiny), qa_items, args, device)
-        results["squad_peer"] = qpeer
-        label = common.peer_label(qpeer["mode"])
-        say(f"    {qpeer['s_per_example'] * 1e3:.2f} ms/example")
-        rows.append({"phase": "squad 1 pass", "side": label, "wall s": qpeer["s_per_example"] * len(qa_seqs),
-                     "examples/s": 1 / qpeer["s_per_example"], "peak GiB": qpeer["peak_gib"],
-                     "note": f"extrapolated from {qpeer['timed_steps']} steps"})
-        rows.append({"phase": "squad 1 pass", "side": "ratio peer/ours",
-                     "ratio": qpeer["s_per_example"] / qa["s_per_example"]})
-
-        # 3 epochs of SQuAD v2 train: ours caches features when they fit train_qa's --cache-budget-gb (50),
-        # else recomputes the backbone every epoch; the peer always runs it every epoch.
+        # The Trainer peers run every epoch's backbone; features once runs it once, like ours.
         n_full = round(SQUAD_V2_TRAIN_QUESTIONS * lengths["squad_windows_per_question"])
         gb = n_full * (qa["rows"] / len(qa_seqs)) * hidden * 2 / 1e9
-        passes = 1 if gb <= 50 else args.epochs
+        passes = 1 if gb <= 50 else args.epochs  # ours caches features when they fit --cache-budget-gb (50)
         ours_full = qa["s_per_example"] * n_full * passes
-        peer_full = qpeer["s_per_example"] * n_full * args.epochs
         results["squad_full_estimate"] = {"windows": n_full, "features_gb": gb, "ours_passes": passes,
-                                          "ours_s": ours_full, "peer_s": peer_full}
-        rows.append({"phase": "squad-v2 train 3 ep", "side": "ours", "wall s": ours_full,
-                     "note": f"est. {n_full:,} windows; features {gb:.0f} GB -> "
-                             f"{'cached, 1 pass' if passes == 1 else f'over 50 GB, {passes} passes'}"})
-        rows.append({"phase": "squad-v2 train 3 ep", "side": label, "wall s": peer_full,
-                     "note": f"est. {n_full:,} windows x {args.epochs} epochs"})
-        rows.append({"phase": "squad-v2 train 3 ep", "side": "ratio peer/ours", "ratio": peer_full / ours_full})
+                                          "ours_s": ours_full}
+        full_rows = [{"phase": "squad-v2 train 3 ep", "side": "ours", "wall s": ours_full,
+                      "note": f"est. {n_full:,} windows; features {gb:.0f} GB -> "
+                              f"{'cached, 1 pass' if passes == 1 else f'over 50 GB, {passes} passes'}"}]
+        trainer = "Trainer" if common.have_accelerate() and not args.peer_loop else "loop"
+        for careful in (False, True):
+            key, setting = ("careful", f"bf16 backbone, batch {args.careful_batch}, group_by_length") if careful \
+                else ("peer", "fp32, batch 8")
+            say(f"[3] sst2, {key}: LlamaForSequenceClassification {setting}, dynamic padding, frozen backbone, "
+                f"{args.peer_steps} steps ({trainer})")
+            items = [{"input_ids": s, "labels": int(y)} for s, y in zip(train_seqs, y_train)]
+            eval_items = [{"input_ids": s, "labels": int(y)} for s, y in zip(test_seqs, y_test)]
+            peer = run_peer("cls", llama_config(args.tiny), items, args, device, eval_items, careful)
+            for per_item in ("logits", "labels"):  # one per test item: no result to keep
+                peer.pop(per_item, None)
+            peer["wall_s"] = peer["s_per_example"] * len(items) * args.epochs + peer["eval_s"]
+            results[f"sst2_{key}"] = peer
+            label = f"{common.peer_label(peer['mode'], careful)}, {setting}"
+            say(f"    {peer['s_per_example'] * 1e3:.2f} ms/example -> {peer['wall_s']:.1f} s for {args.epochs} "
+                f"epochs + eval ({peer['eval_s']:.1f} s)")
+            rows.append({"phase": "sst2 3 epochs", "side": label, "wall s": peer["wall_s"],
+                         "examples/s": 1 / peer["s_per_example"], "peak GiB": peer["peak_gib"],
+                         "ratio": peer["wall_s"] / ours["wall_s"],
+                         "note": f"extrapolated from {peer['timed_steps']} steps; eval measured"})
 
+            padding = "padded per batch" if careful else f"padded to {QA_MAX_LENGTH}"
+            say(f"[4] squad, {key}: LlamaForQuestionAnswering {setting}, {padding}, frozen backbone, "
+                f"{args.peer_steps} steps")
+            qa_items = [{**({"input_ids": s} if careful else common.pad_to(s, QA_MAX_LENGTH, pad)),
+                         "start_positions": st, "end_positions": st} for s, st in zip(qa_seqs, qa_starts)]
+            qpeer = run_peer("qa", llama_config(args.tiny), qa_items, args, device, careful=careful)
+            results[f"squad_{key}"] = qpeer
+            say(f"    {qpeer['s_per_example'] * 1e3:.2f} ms/example")
+            rows.append({"phase": "squad 1 pass", "side": label, "wall s": qpeer["s_per_example"] * len(qa_seqs),
+                         "examples/s": 1 / qpeer["s_per_example"], "peak GiB": qpeer["peak_gib"],
+                         "ratio": qpeer["s_per_example"] / qa["s_per_example"],
+                         "note": f"extrapolated from {qpeer['timed_steps']} steps"})
+            peer_full = qpeer["s_per_example"] * n_full * args.epochs
+            results["squad_full_estimate"][f"{key}_s"] = peer_full
+            full_rows.append({"phase": "squad-v2 train 3 ep", "side": label, "wall s": peer_full,
+                              "ratio": peer_full / ours_full,
+                              "note": f"est. {n_full:,} windows x {args.epochs} epochs"})
+
+        say("[5] features once: LlamaModel (AutoModel's class) in bf16, inference mode, batches of 64 sorted by "
+            "length, attention mask; sst2 + L-BFGS logistic regression, squad one pass")
+        import train_cls
+        reset_peak(device)
+        backbone = build(LlamaModel, llama_config(args.tiny), device, torch.bfloat16).eval()
+        label = "features once, AutoModel (bf16)"
+        val_fraction = train_cls.parse_args([]).val_fraction
+        sst2, sst2_s = timed(lambda: peers.features_once_cls(backbone, pad, train_seqs, y_train.tolist(), test_seqs,
+                                                             y_test.tolist(), val_fraction, args.seed), device)
+        sst2.update(wall_s=sst2_s, peak_gib=peak_gib(device))
+        results["sst2_features"] = sst2
+        say(f"    sst2: {sst2_s:.1f} s (features {sst2['feature_s']:.1f} s), L2 {sst2['l2']:g}")
+        rows.append({"phase": "sst2 3 epochs", "side": label + " + L-BFGS logistic regression", "wall s": sst2_s,
+                     "tok/s": ours["tokens"] / sst2["feature_s"], "peak GiB": sst2["peak_gib"],
+                     "ratio": sst2_s / ours["wall_s"],
+                     "note": f"measured; features {sst2['feature_s']:.1f} s + fit {sst2['fit_s']:.1f} s"})
+        reset_peak(device)
+        _, qf_s = timed(lambda: peers.span_rows(backbone, qa_seqs, qa_starts, pad), device)
+        results["squad_features"] = {"wall_s": qf_s, "peak_gib": peak_gib(device)}
+        say(f"    squad pass: {qf_s:.1f} s")
+        rows.append({"phase": "squad 1 pass", "side": label, "wall s": qf_s, "examples/s": len(qa_seqs) / qf_s,
+                     "tok/s": qa["tokens"] / qf_s, "peak GiB": peak_gib(device), "ratio": qf_s / qa["wall_s"],
+                     "note": f"measured, {len(qa_seqs):,} windows"})
+        features_full = qf_s / len(qa_seqs) * n_full * passes
+        full_rows.append({"phase": "squad-v2 train 3 ep", "side": label, "wall s": features_full,
+                          "ratio": features_full / ours_full,
+                          "note": f"est. {n_full:,} windows, as many passes as ours"})
+        del backbone
+        rows += full_rows
+
+    phases = list(dict.fromkeys(r["phase"] for r in rows))
+    rows.sort(key=lambda r: phases.index(r["phase"]))  # each phase's sides together, in the order they ran
     results["rows"], results["total_s"] = rows, time.perf_counter() - t_start
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, default=str) + "\n")
     say(f"\n## bench/gpu.py on {gpu} ({'tiny' if args.tiny else 'Llama-3.2-1B shape'}; "
         f"torch {torch.__version__}; run took {results['total_s']:.0f} s)")
-    say("FLOPs = 2 x non-embedding params x non-pad tokens; MFU against the measured bf16 ceiling; "
-        f"ours in bf16, the peer in fp32 (TF32 matmuls {'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'})")
+    say("FLOPs = 2 x non-embedding params x non-pad tokens; MFU against the measured bf16 ceiling; ratio = the "
+        "side's wall s / ours (x faster); ours, the careful peer and features once in bf16, the peer in fp32 "
+        f"(TF32 matmuls {'on' if torch.backends.cuda.matmul.allow_tf32 else 'off'})")
     say(common.table(rows, ["phase", "side", "wall s", "examples/s", "tok/s", "TFLOP/s", "MFU %", "peak GiB",
                             "ratio", "note"]))
     return 0
