@@ -101,6 +101,10 @@ def model_card(info: dict) -> str:
 SAMPLE_TEXT = "a gripping, funny film"
 SAMPLE_QA = ("Where was the film shot?", "The film was shot in Paris in 1998 by a small crew.")
 SAMPLE_PAIR = SAMPLE_QA  # a question and the sentence that answers it, as in QNLI
+# snippet lines: token ids without specials, and the BOS the tokenizer puts first (Llama 3) or not (SmolLM2)
+ENCODE_WITH_BOS = ["def encode(text):", '    return tokenizer(text, add_special_tokens=False)["input_ids"]',
+                   "bos = [tokenizer.bos_token_id] if tokenizer(\"a\")[\"input_ids\"][0] == tokenizer.bos_token_id "
+                   "else []"]
 
 
 def load_snippet(task: str | None, repo: str, base: str, kind: str, names: list[str] | None,
@@ -146,9 +150,7 @@ def load_snippet(task: str | None, repo: str, base: str, kind: str, names: list[
                       'inputs = tokenizer([text], [text_pair], return_tensors="pt")']
         else:
             encode = [f"text, text_pair = {SAMPLE_PAIR!r}", "# the project's pair: [BOS] text \\n text_pair",
-                      "def encode(t):", '    return tokenizer(t, add_special_tokens=False)["input_ids"]',
-                      "bos = [tokenizer.bos_token_id] if tokenizer(\"a\")[\"input_ids\"][0] == tokenizer.bos_token_id "
-                      "else []",
+                      *ENCODE_WITH_BOS,
                       'inputs = {"input_ids": torch.tensor([bos + encode(text) + encode("\\n") + encode(text_pair)])}']
         return lines + ["model.config.pad_token_id = tokenizer.pad_token_id  # pooling: the last non-pad token",
                         ""] + encode + [
@@ -158,8 +160,7 @@ def load_snippet(task: str | None, repo: str, base: str, kind: str, names: list[
     return lines + [
         "", f'question, context = {SAMPLE_QA[0]!r}, {SAMPLE_QA[1]!r}',
         "# the project's window: [BOS] Question: {question}\\nContext:\\n {context} [EOS, the null token]",
-        "def encode(text):", '    return tokenizer(text, add_special_tokens=False)["input_ids"]',
-        "bos = [tokenizer.bos_token_id] if tokenizer(\"a\")[\"input_ids\"][0] == tokenizer.bos_token_id else []",
+        *ENCODE_WITH_BOS,
         'prefix = bos + encode("Question:") + encode(" " + question.strip()) + encode("\\nContext:\\n")',
         "ctx = tokenizer(context, add_special_tokens=False, return_offsets_mapping=True)",
         'ids = prefix + ctx["input_ids"] + [tokenizer.eos_token_id]  # one window: contexts up to ~300 tokens',

@@ -170,9 +170,14 @@ def script_args(task: str, config: dict, opts) -> argparse.Namespace:
         if hasattr(args, key):
             setattr(args, key, value)
     args.device, args.compile = opts.device, False
-    if opts.max_tokens:
-        args.max_tokens = opts.max_tokens
+    args.max_tokens = opts.max_tokens or args.max_tokens
+    args.dtype = opts.dtype or args.dtype
     return args
+
+
+def threshold(opts, recorded: dict) -> float:
+    """QA: --threshold, else the one the run chose on validation (recorded in its metrics.json or export)."""
+    return opts.threshold if opts.threshold is not None else recorded.get("threshold", 0.0)
 
 
 def load_run(folder: Path, task: str, opts) -> Predictor:
@@ -180,15 +185,13 @@ def load_run(folder: Path, task: str, opts) -> Predictor:
     run = RunDir(folder)
     config, info = run.read_json("config.json"), run.read_json("metrics.json")
     args = script_args(task, config, opts)
-    if opts.dtype:
-        args.dtype = opts.dtype
     mode = flags.mode(args)
     device = model.pick_device(args.device)
     lm, tokenizer, head = run.restore(mode, make_head(task, len(info.get("labels") or [0, 1])), args.model, device,
                                       model.pick_dtype(device, args.dtype))
     names = info.get("label_names") or train_cls.display_names(info.get("labels") or ["0", "1"])
     return Predictor(task, lm, tokenizer, head, mode, args, names=names if task == "cls" else None,
-                     threshold=opts.threshold if opts.threshold is not None else info.get("threshold", 0.0))
+                     threshold=threshold(opts, info))
 
 
 def load_export(folder: Path, task: str, opts) -> Predictor:
@@ -207,7 +210,7 @@ def load_export(folder: Path, task: str, opts) -> Predictor:
     if task == "cls":
         names = train_cls.display_names([str(full.config.id2label.get(i, i)) for i in range(head.out_features)])
     return Predictor(task, LM(full.base_model), tokenizer, head, Mode(), args, names=names,
-                     threshold=opts.threshold if opts.threshold is not None else recorded.get("threshold", 0.0))
+                     threshold=threshold(opts, recorded))
 
 
 def load_peft(folder: Path, task: str, opts) -> Predictor:
@@ -220,7 +223,6 @@ def load_peft(folder: Path, task: str, opts) -> Predictor:
     except (KeyError, TypeError, ValueError, RunError) as e:
         raise SourceError(f"{folder}: not a PEFT export of this project ({e}); export it again") from None
     args = script_args(task, {**recorded, **lora_flags}, opts)
-    args.dtype = opts.dtype or recorded.get("dtype", "auto")
     head_state = {k.removeprefix("head."): t for k, t in trained.items() if k.startswith("head.")}
     n_labels = len(head_state.get("weight", [0, 0]))
     mode, device = flags.mode(args), model.pick_device(args.device)
@@ -229,7 +231,7 @@ def load_peft(folder: Path, task: str, opts) -> Predictor:
                                   folder / PEFT_FILES[1], folder / PEFT_FILES[1])
     names = recorded.get("label_names") or train_cls.display_names([str(i) for i in range(n_labels)])
     return Predictor(task, lm, tokenizer, head, mode, args, names=names if task == "cls" else None,
-                     threshold=opts.threshold if opts.threshold is not None else recorded.get("threshold", 0.0))
+                     threshold=threshold(opts, recorded))
 
 
 def load(folder: Path, what: str, task: str, opts) -> Predictor:
@@ -262,7 +264,7 @@ def sentences(opts, columns: list[str]) -> list:
             raise DataError(f"{path}: no such file")
         rows = _rows(path, None)
         fallbacks = [columns, ["text", "text_pair"]] if pairs else [columns, ["sentence"], ["text"]]
-        names = opts.text_column.split(",") if opts.text_column else \
+        names = train_cls.text_columns(opts.text_column) if opts.text_column else \
             next((c for c in fallbacks if rows and all(k in rows[0] for k in c)), columns)
         if len(names) != len(columns):
             raise DataError(f"--text-column {opts.text_column}: {opts.source} reads {len(columns)} text column(s)")
@@ -372,7 +374,7 @@ def main(argv=None) -> int:
                         "lines into stdin")
     if task == "cls":
         recorded = RunDir(folder).read_json("config.json") if what == "run" else settings(folder)
-        inputs = sentences(opts, (recorded.get("text_column") or "sentence").split(","))
+        inputs = sentences(opts, train_cls.text_columns(recorded.get("text_column") or "sentence"))
     else:
         inputs = questions(opts)
     if not inputs:

@@ -13,6 +13,20 @@ import loop
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def cut(src: Path, dst: Path, rows: int) -> Path:
+    """The header and the first `rows` rows of a TSV."""
+    dst.write_text("\n".join(src.read_text().split("\n")[:rows + 1]) + "\n")
+    return dst
+
+
+def data_dir_cut(folder: Path, sample: str, train_rows: int, dev_rows: int) -> Path:
+    """A --data-dir (GLUE layout) holding the first rows of data/samples/<sample>'s train.tsv and dev.tsv."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("train.tsv", train_rows), ("dev.tsv", dev_rows)):
+        cut(ROOT / "data" / "samples" / sample / name, folder / name, rows)
+    return folder
+
+
 def run_script(script: str, *flags, env=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, script, *flags], cwd=ROOT, capture_output=True, text=True,
                           timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 import features
 import hub
 import model
-from helpers import assert_one_line_error, crash_in_epoch, run_script
+from helpers import assert_one_line_error, crash_in_epoch, cut, data_dir_cut, run_script
 import train_cls
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,18 +18,9 @@ ROW_KEYS = ["epoch", "train_loss", "val_loss", "accuracy", "precision", "recall"
 METRIC_KEYS = {"loss", "accuracy", "precision", "recall", "f1"}
 
 
-def cut(src: Path, dst: Path, rows: int) -> Path:
-    """The header and the first `rows` rows of a TSV."""
-    dst.write_text("\n".join(src.read_text().split("\n")[:rows + 1]) + "\n")
-    return dst
-
-
 @pytest.fixture(scope="module")
 def sst2_cut(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("sst2-cut")
-    cut(SAMPLE / "train.tsv", folder / "train.tsv", 200)
-    cut(SAMPLE / "dev.tsv", folder / "dev.tsv", 100)
-    return folder
+    return data_dir_cut(tmp_path_factory.mktemp("sst2-cut"), "sst2", 200, 100)
 
 
 @pytest.fixture(scope="module")

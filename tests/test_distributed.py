@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import data_dir_cut
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "samples"
 
@@ -50,11 +52,7 @@ def assert_same_rows(one: list[dict], two: list[dict], exact: list[str]) -> None
 
 
 def test_train_cls_two_ranks_match_one(tmp_path, tiny_llama_folder):
-    data = tmp_path / "sst2"
-    data.mkdir()
-    for name, rows in (("train.tsv", 240), ("dev.tsv", 80)):
-        lines = (SAMPLE / "sst2" / name).read_text().split("\n")
-        (data / name).write_text("\n".join(lines[:rows + 1]) + "\n")
+    data = data_dir_cut(tmp_path / "sst2", "sst2", 240, 80)
     one, two, out = run_both(tmp_path, "train_cls.py", ["--model", str(tiny_llama_folder), "--data-dir", str(data),
                                                         "--dtype", "fp32", "--epochs", "2", "--batch-size", "15"])
     assert_same_rows(one["epochs"], two["epochs"], ["accuracy"])
@@ -95,11 +93,7 @@ def test_two_machines_without_a_shared_disk(tmp_path, tiny_llama_folder, script,
         "--max-train-examples", "40", "--max-eval-examples", "20"]
     flags = ["--model", str(tiny_llama_folder), *data, "--dtype", "fp32", "--epochs", "2", *extra]
     if script == "train_cls.py":
-        cut = tmp_path / "sst2"
-        cut.mkdir()
-        for name, rows in (("train.tsv", 120), ("dev.tsv", 40)):
-            (cut / name).write_text("\n".join((SAMPLE / "sst2" / name).read_text().split("\n")[:rows + 1]) + "\n")
-        flags[3] = str(cut)
+        flags[3] = str(data_dir_cut(tmp_path / "sst2", "sst2", 120, 40))
     runs, cache = tmp_path / "runs", tmp_path / "cache"
     launch(1, script, flags + ["--runs-dir", str(runs), "--run-name", "one"], tmp_path / "cache1")
     one = metrics_of(runs, "one")

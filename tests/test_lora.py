@@ -17,7 +17,7 @@ import train_cls
 import train_qa
 from batching import pad_batch
 from flags import mode as mode_of, train_args
-from helpers import crash_in_epoch
+from helpers import crash_in_epoch, data_dir_cut
 from rundir import RunDir, RunError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,11 +142,7 @@ def test_grad_accum_gives_the_update_of_the_whole_batch(tmp_path, tiny_llama_fol
 @pytest.fixture
 def sst2(tmp_path, monkeypatch):
     monkeypatch.setenv("LLAMA_HEADS_CACHE", str(tmp_path / "cache"))
-    folder = tmp_path / "sst2"
-    folder.mkdir()
-    for name, rows in (("train.tsv", 80), ("dev.tsv", 40)):
-        (folder / name).write_text("\n".join((SAMPLES / "sst2" / name).read_text().split("\n")[:rows + 1]) + "\n")
-    return folder
+    return data_dir_cut(tmp_path / "sst2", "sst2", 80, 40)
 
 
 def adapted(folder, run: Path, flags):

@@ -18,7 +18,7 @@ import train_cls
 import train_qa
 from batching import pad_batch
 from flags import mode as mode_of
-from helpers import crash_in_epoch
+from helpers import crash_in_epoch, data_dir_cut
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "data" / "samples"
@@ -34,10 +34,7 @@ TASKS = {"cls": (train_cls, lambda sst2: ["--data-dir", str(sst2)]),
 
 @pytest.fixture(scope="module")
 def sst2(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("sst2")
-    for name, rows in (("train.tsv", 60), ("dev.tsv", 20)):
-        (folder / name).write_text("\n".join((SAMPLES / "sst2" / name).read_text().split("\n")[:rows + 1]) + "\n")
-    return folder
+    return data_dir_cut(tmp_path_factory.mktemp("sst2"), "sst2", 60, 20)
 
 
 def rebuilt(folder, task: str, flags: list[str], run: Path):

@@ -16,6 +16,7 @@ import predict
 import train_cls
 import train_qa
 from data.labelled import read_labelled
+from helpers import data_dir_cut
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "data" / "samples"
@@ -33,20 +34,13 @@ def cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sst2(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("sst2")
-    for name, rows in (("train.tsv", 60), ("dev.tsv", 24)):
-        (folder / name).write_text("\n".join((SAMPLES / "sst2" / name).read_text().split("\n")[:rows + 1]) + "\n")
-    return folder
+    return data_dir_cut(tmp_path_factory.mktemp("sst2"), "sst2", 60, 24)
 
 
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory):
     """A cut of the bundled QNLI-style sample: (question, sentence) pairs."""
-    folder = tmp_path_factory.mktemp("qnli")
-    for name, rows in (("train.tsv", 60), ("dev.tsv", 24)):
-        (folder / name).write_text("\n".join((SAMPLES / "qnli_squad" / name).read_text().split("\n")[:rows + 1])
-                                   + "\n")
-    return folder
+    return data_dir_cut(tmp_path_factory.mktemp("qnli"), "qnli_squad", 60, 24)
 
 
 @pytest.fixture(scope="module")
