@@ -48,6 +48,17 @@ def backbone_passes(backbone, seqs: list[list[int]], pad_id: int, max_tokens: in
 _COMPILED: "weakref.WeakKeyDictionary[torch.nn.Module, Callable]" = weakref.WeakKeyDictionary()
 
 
+# Tokens from which compiling the frozen pass pays for the compile (measured, bench/RESULTS.md). CPU (2 cores,
+# SmolLM2-135M): ~280 s to compile, then 2,954 instead of 2,602 tok/s: even at ~6M tokens. CUDA (H200, Llama-3.2-1B
+# shape): ~50 s to compile, then 243k-247k instead of 154k-187k tok/s: even at 21M-38M (SQuAD v2 train: ~60M).
+COMPILE_PAYS_FROM = {"cpu": 8_000_000, "cuda": 30_000_000}
+
+
+def compile_pays(tokens: int, device: torch.device) -> bool:
+    """--compile auto: whether a pass over this many tokens on this device wins back its compile time."""
+    return tokens >= COMPILE_PAYS_FROM.get(device.type, float("inf"))
+
+
 def feature_module(backbone: torch.nn.Module, compile: bool) -> Callable:
     """The frozen backbone as feature passes run it: with compile, compiled once per process for dynamic shapes
     (batches differ in size and length). The module itself stays as it is, so its weights keep their names."""

@@ -51,8 +51,10 @@ def common_args(p: argparse.ArgumentParser, lr: float, batch_size: int) -> None:
     p.add_argument("--dtype", choices=["auto", "bf16", "fp16", "fp32"], default="auto", help="backbone compute dtype")
     p.add_argument("--max-tokens", type=int, help="tokens per backbone batch, padding included (default: 32768 on "
                    "CUDA, where bigger batches keep the GPU busy; 8192 elsewhere)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the frozen feature pass: ~50 s to compile, "
-                   "then ~1.3x faster (H200, bench/RESULTS.md); pays for SQuAD-size data, not for SST-2")
+    p.add_argument("--compile", nargs="?", const="on", default="auto", choices=["auto", "on", "off"],
+                   help="torch.compile the frozen feature pass (~50 s on an H200, ~5 min on 2 CPU cores, then 1.3x / "
+                   "1.1x faster): auto (default) compiles a split's pass from 30M tokens on CUDA, 8M on CPUs, where "
+                   "it pays: SQuAD v2 train, not SST-2")
     p.add_argument("--zero-shot", action="store_true", help="also score the LM's own prompted answers")
     p.add_argument("--count-params-only", action="store_true", help="print the parameter analysis from the config")
     p.add_argument("--runs-dir", default="runs")
@@ -159,7 +161,8 @@ def push(args: argparse.Namespace) -> Push | None:
 
 
 def passes(args: argparse.Namespace, keep: bool = True) -> Passes:
-    return Passes(resolve_model(args.model), args.max_tokens, args.compile, keep)
+    return Passes(resolve_model(args.model), args.max_tokens, {"auto": None, "on": True, "off": False}[args.compile],
+                  keep)
 
 
 def run_name(args: argparse.Namespace, task: str, mode: Mode) -> Path:

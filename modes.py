@@ -19,7 +19,7 @@ from torch import nn
 
 import lora
 from batching import length_batches, pad_batch, pad_rows
-from features import Pick, backbone_features, cache_path, cached_features, feature_module
+from features import Pick, backbone_features, cache_path, cached_features, compile_pays, feature_module
 from model import Trunk, meta_backbone, param_report, top
 
 
@@ -30,12 +30,21 @@ class TuningError(ValueError):
 
 @dataclass
 class Passes:
-    """How feature passes run: the model's path (it keys the cache), tokens per batch, torch.compile or not, and
-    whether frozen features are kept on disk for later runs (not for predict.py's one-off inputs)."""
+    """How feature passes run: the model's path (it keys the cache), tokens per batch, torch.compile (True, False,
+    or None: where it pays, by the split's token count), and whether frozen features are kept on disk for later runs
+    (not for predict.py's one-off inputs)."""
     model_path: str
     max_tokens: int
-    compile: bool = False
+    compile: bool | None = None
     keep: bool = True
+
+    def compiles(self, seqs: list[list[int]], device: torch.device) -> bool:
+        if self.compile is not None:
+            return self.compile
+        tokens = sum(map(len, seqs))
+        if pays := compile_pays(tokens, device):
+            print(f"{tokens:,} tokens: the feature pass is compiled where it has to run (--compile off: never)")
+        return pays
 
     def cache_path(self, dtype: torch.dtype, seqs: list[list[int]], **key) -> Path | None:
         return cache_path(self.model_path, dtype, seqs, **key) if self.keep else None
@@ -104,7 +113,8 @@ class Mode:
     def source(self, lm, spec: FeatureSpec, passes: Passes) -> Source:
         if not spec.cache:
             return full_passes(lm, spec)
-        compute = picks(feature_module(lm.model, passes.compile), spec, passes, f"features {spec.name}", spec.pick)
+        module = feature_module(lm.model, passes.compiles(spec.seqs, next(lm.parameters()).device))
+        compute = picks(module, spec, passes, f"features {spec.name}", spec.pick)
         items = cached_features(passes.cache_path(lm.dtype, spec.seqs, **spec.key), spec.seqs, compute)
         return Source.in_memory(items, spec.dense, next(lm.parameters()).device)
 

@@ -169,7 +169,7 @@ def script_args(task: str, config: dict, opts) -> argparse.Namespace:
     for key, value in config.items():
         if hasattr(args, key):
             setattr(args, key, value)
-    args.device, args.compile = opts.device, False
+    args.device, args.compile = opts.device, "auto"
     args.max_tokens = opts.max_tokens or args.max_tokens
     args.dtype = opts.dtype or args.dtype
     return args

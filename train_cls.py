@@ -294,12 +294,13 @@ def print_split(split: Split) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     mode = flags.mode(args)
-    if args.count_params_only:
-        return count_params(args.model, mode, lambda hidden: model.cls_head(hidden, 2))
+    task = glue.task(args.task)
+    if args.count_params_only:  # the head has one row per label: the task's, or those in the own training file
+        labels = len(task.names) if task else len(label_names(load_data(args, task)[0]))
+        return count_params(args.model, mode, lambda hidden: model.cls_head(hidden, labels))
     device = flags.start(args)
 
     # 1. data: the training file split into train/validation, and the test sets; the zero-shot prompt
-    task = glue.task(args.task)
     split = split_data(*load_data(args, task), args.val_fraction, args.seed, args.label_names, task)
     print_split(split)
     pairs = isinstance(split.train_all.texts[0], tuple)

@@ -173,6 +173,26 @@ def test_compiled_feature_pass_gives_the_same_features(tiny_llama_folder):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
+def test_compile_auto_compiles_the_passes_that_pay_for_it(tiny_llama_folder, monkeypatch, tmp_path):
+    """--compile auto (Passes.compile None) compiles a split's pass from COMPILE_PAYS_FROM tokens on its device,
+    and runs shorter ones eager; on and off are what they say."""
+    from modes import Mode, Passes
+    from train_cls import sentence_spec
+    monkeypatch.setenv("LLAMA_HEADS_CACHE", str(tmp_path))
+    monkeypatch.setitem(features.COMPILE_PAYS_FROM, "cpu", 20)
+    assert features.compile_pays(20, torch.device("cpu")) and not features.compile_pays(19, torch.device("cpu"))
+    assert not features.compile_pays(10**12, torch.device("mps"))  # never measured there: never on its own
+    lm, tok = model.load_backbone(str(tiny_llama_folder), torch.device("cpu"), torch.float32)
+    short, long = [[5, 6, 7]] * 6, [[5, 6, 7, 8]] * 6  # 18 and 24 tokens
+    asked = []
+    monkeypatch.setattr("modes.feature_module", lambda backbone, compile: asked.append(compile) or backbone)
+    for compile in (None, True, False):
+        passes = Passes(str(tiny_llama_folder), 64, compile, keep=False)
+        for name, seqs in (("short", short), ("long", long)):
+            Mode().source(lm, sentence_spec(name, seqs, tok.pad_token_id, "last"), passes)
+    assert asked == [False, True, True, True, False, False]
+
+
 def test_a_corrupt_or_short_cache_file_is_said_and_recomputed(tmp_path, seqs, capsys):
     path, calls = tmp_path / "f.safetensors", []
     features.cached_features(path, seqs, computer(seqs, calls), chunk=4)

@@ -26,6 +26,7 @@ from modes import LoRA, Mode, TopBlocks
     (["--resume", "--overwrite"], "pass one"),
     (["--push-full", "--push-to-hub", "me/x"], "--push-full uploads the --export folder"),
     (["--epochs", "three"], "invalid int value"),
+    (["--compile", "maybe"], "--compile: invalid choice: 'maybe'"),
     (["--lora-rank", "4", "--export", "x"], "needs one of --merge"),
     (["--lora-rank", "4", "--export", "x", "--merge", "--peft"], "needs one of --merge"),
     (["--export", "x", "--peft"], "--peft writes LoRA adapters in PEFT's format: it needs --lora-rank"),
@@ -54,6 +55,12 @@ def test_the_mode_is_chosen_once_from_the_flags():
     args = train_cls.parse_args(["--lr", "0.01", "--epochs", "2", "--grad-accum", "3"])
     assert (flags.train_args(args).lr, flags.train_args(args).epochs, flags.train_args(args).grad_accum) == \
         (0.01, 2, 3)
+
+
+@pytest.mark.parametrize("argv, compile", [([], None), (["--compile"], True), (["--compile", "on"], True),
+                                           (["--compile", "off"], False), (["--compile", "auto"], None)])
+def test_compile_is_auto_unless_asked(argv, compile):
+    assert flags.passes(train_qa.parse_args(argv)).compile is compile
 
 
 @pytest.fixture

@@ -130,12 +130,20 @@ def test_multi_class_task_fetched_with_both_test_sets(tiny, download):
 def test_glue_zip_is_checked_cached_and_extracted(tmp_path, monkeypatch, download):
     monkeypatch.setenv("LLAMA_HEADS_CACHE", str(tmp_path))
     files = {"QNLI/train.tsv": "index\tquestion\tsentence\tlabel\n0\tq\ts\tentailment\n", "QNLI/dev.tsv": "dev\n"}
-    urls = download("QNLIv2.zip", glue_zip(files))
+    payload = glue_zip(files)
+    urls = download("QNLIv2.zip", payload)
+    hashed = []
+    monkeypatch.setattr(fetch, "sha256_of", lambda data: hashed.append(data) or hashlib.sha256(data).hexdigest())
     path = fetch.fetch_file("qnli_train")
     assert path.read_text() == files["QNLI/train.tsv"] and fetch.fetch_file("qnli_dev").read_text() == "dev\n"
     assert urls == [fetch.GLUE_URL + "QNLIv2.zip"]  # the zip is cached: the second member needs no download
+    assert hashed.count(payload) == 1  # and is checked once in this process, not once per member
+    archive = tmp_path / "glue" / "QNLIv2.zip"
+    archive.write_bytes(payload[:-1] + b"!")  # changed on disk: checked again, and fetched again
+    assert fetch.fetch_file("qnli_dev").read_text() == "dev\n" and len(urls) == 2
+    assert archive.read_bytes() == payload
     path.write_text("damaged")  # an extracted copy that differs from the checked zip's record is extracted again
-    assert fetch.fetch_file("qnli_train").read_text() == files["QNLI/train.tsv"] and len(urls) == 1
+    assert fetch.fetch_file("qnli_train").read_text() == files["QNLI/train.tsv"] and len(urls) == 2
 
 
 def test_glue_zip_with_another_checksum_is_refused(tmp_path, monkeypatch, download):

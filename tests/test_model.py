@@ -100,6 +100,17 @@ def test_count_params_only_cli():
                                       "trainable": 4_096}
 
 
+@pytest.mark.parametrize("task_flags, labels", [(["--task", "mnli"], 3), (["--task", "cola"], 2),
+                                                (["--task", "custom", "--data-dir", "three"], 3)])
+def test_count_params_has_a_head_row_per_label_of_the_task(task_flags, labels, tmp_path, capsys, monkeypatch):
+    (tmp_path / "three").mkdir()
+    for name in ("train.tsv", "dev.tsv"):
+        (tmp_path / "three" / name).write_text("sentence\tlabel\na\tx\nb\ty\nc\tz\n")
+    monkeypatch.chdir(tmp_path)
+    assert train_cls.main(["--model", LLAMA_1B, "--count-params-only", *task_flags]) == 0
+    assert json.loads(capsys.readouterr().out)["head"] == 2048 * labels
+
+
 # --- device, dtype, tokenizer ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name, dtype", [("bf16", torch.bfloat16), ("fp16", torch.float16), ("fp32", torch.float32)])
