@@ -184,10 +184,13 @@ class Reader:
                        self.n_best, self.max_answer_length)
 
     def validate(self) -> dict:
+        """The validation row, with the no-answer threshold chosen on it for the weights as they are."""
         span, diff, loss, _ = self.predict("validation")
-        preds, _ = predictions(span, diff, choose_threshold(diff, self.sets["validation"], span))
+        threshold = choose_threshold(diff, self.sets["validation"], span)
+        preds, _ = predictions(span, diff, threshold)
         s = squad_scores(self.sets["validation"], preds, None)["squad_v2"]
-        return {"val_loss": loss, **{k: s[k] for k in ("exact", "f1", "HasAns_f1", "NoAns_f1") if k in s}}
+        return {"val_loss": loss, **{k: s[k] for k in ("exact", "f1", "HasAns_f1", "NoAns_f1") if k in s},
+                "threshold": threshold}
 
     def threshold(self) -> float:
         span, diff, _, _ = self.predict("validation")
@@ -286,7 +289,8 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     rows = loop.fit(reader.head, lm.model, reader.epoch_batches, reader.loss, reader.validate, flags.train_args(args),
                     run, device, mode.amp(device))
-    threshold = reader.threshold()
+    # the last row validated the weights fit leaves in place; a resumed older run's rows have no threshold
+    threshold = rows[-1]["threshold"] if "threshold" in rows[-1] else reader.threshold()
     results["after"], preds, na_prob = reader.test(threshold)
     params = model.param_report(lm.model, reader.head)
 

@@ -26,7 +26,7 @@ from metrics.squad import gold_answers, load_dataset
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "data" / "samples"
 TRAIN, TEST = SAMPLES / "squad_train.json", SAMPLES / "squad_test.json"
-ROW_KEYS = ["epoch", "train_loss", "val_loss", "exact", "f1", "HasAns_f1", "NoAns_f1"]
+ROW_KEYS = ["epoch", "train_loss", "val_loss", "exact", "f1", "HasAns_f1", "NoAns_f1", "threshold"]
 RUN_FILES = {"config.json", "metrics.json", "log.jsonl", "card.json", "ckpt.pt", "head.safetensors",
              "preds.json", "na_prob.json", "test_data.json"}
 
@@ -185,6 +185,20 @@ def test_tiny_run_artifacts_rescoring_eval_run_and_cache(tiny, tmp_path, monkeyp
     assert read(run / "eval", "preds.json") == preds and read(run / "eval", "na_prob.json") == na_prob
 
 
+def test_the_after_threshold_is_the_last_validation_rows_not_a_second_pass(tiny, monkeypatch):
+    """The threshold the test set is scored with is chosen on validation for the final weights: the last epoch's
+    row holds it (fit leaves the weights that row evaluated), so validation is not predicted once more for it."""
+    chosen, fresh = [], []
+    threshold, test = train_qa.Reader.threshold, train_qa.Reader.test
+    monkeypatch.setattr(train_qa.Reader, "threshold", lambda self: chosen.append(threshold(self)) or chosen[-1])
+    monkeypatch.setattr(train_qa.Reader, "test", lambda self, t: fresh.append((t, threshold(self))) or test(self, t))
+    rc, run = tiny()
+    assert rc == 0 and len(chosen) == 1  # "before" only
+    (_, before), (after, recomputed) = fresh
+    info = metrics(run)
+    assert after == recomputed == info["threshold"] == info["epochs"][-1]["threshold"] != before
+
+
 def test_uncached_features_match_cached(tiny, tmp_path, monkeypatch):
     rc, cached = tiny(name="cached")
     assert rc == 0
@@ -201,12 +215,14 @@ def test_uncached_features_match_cached(tiny, tmp_path, monkeypatch):
     rc, never = tiny("--cache-features", "never", name="never")
     assert rc == 0
     assert not (tmp_path / "empty-cache").exists()  # nothing written to a cache
-    # every batch recomputed each time it is read: 48 train and 12 validation windows per epoch, and
-    # 12 validation + 31 test windows before and after training; batches of at most 32
-    assert sum(rows) == 2 * (48 + 12) + 2 * (12 + 31) and max(rows) <= 32 and len(rows) >= 2 * 2 + 4
+    # every batch recomputed each time it is read: 48 train and 12 validation windows per epoch, 12 validation +
+    # 31 test windows before training and the 31 test windows after (the last epoch's row has the threshold);
+    # batches of at most 32
+    assert sum(rows) == 2 * (48 + 12) + (12 + 31) + 31 and max(rows) <= 32 and len(rows) >= 2 * 2 + 3
     for row, ref in zip(log(never), log(cached), strict=True):
         assert row == pytest.approx(ref, abs=1e-5)
-        assert {k: v for k, v in row.items() if "loss" not in k} == {k: v for k, v in ref.items() if "loss" not in k}
+        exact = lambda r: {k: v for k, v in r.items() if "loss" not in k and k != "threshold"}  # noqa: E731
+        assert exact(row) == exact(ref)
     assert read(never, "preds.json") == read(cached, "preds.json")
     assert read(never, "na_prob.json") == pytest.approx(read(cached, "na_prob.json"), abs=1e-5)
     assert metrics(never)["threshold"] == pytest.approx(metrics(cached)["threshold"], abs=1e-4)
