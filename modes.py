@@ -242,7 +242,7 @@ def check_same(saved: dict[str, torch.Tensor], params: dict[str, torch.Tensor], 
 
 @torch.no_grad()
 def load_trained(backbone: nn.Module, head: nn.Module, state: dict[str, torch.Tensor], source) -> None:
-    """adapters.safetensors back into a backbone prepared by the run's own mode."""
+    """A run's trained weights (RunDir.load_trained) back into a backbone prepared by the run's own mode."""
     params = trained_parameters(backbone, head)
     check_same(state, params, source)
     for n, t in state.items():

@@ -188,7 +188,7 @@ def load_run(folder: Path, task: str, opts) -> Predictor:
     mode = flags.mode(args)
     device = model.pick_device(args.device)
     lm, tokenizer, head = run.restore(mode, make_head(task, len(info.get("labels") or [0, 1])), args.model, device,
-                                      model.pick_dtype(device, args.dtype))
+                                      model.pick_dtype(device, args.dtype), task)
     names = info.get("label_names") or train_cls.display_names(info.get("labels") or ["0", "1"])
     return Predictor(task, lm, tokenizer, head, mode, args, names=names if task == "cls" else None,
                      threshold=threshold(opts, info))

@@ -13,11 +13,12 @@ from torch import nn
 
 import distributed
 from data.fetch import atomic_path, write_atomic, write_safetensors
-from lora import write_peft
+from lora import PEFT_FILES, from_peft, write_peft
 from model import load_backbone
 from modes import load_trained, trained_parameters
 
 # config keys that may change between a run and its --resume: where things go, how fast, what else is scored
+TRAINED_FILE = "adapters.safetensors"  # what an --unfreeze-last run trained in the backbone, and its head
 RESUMABLE_CHANGES = {"epochs", "resume", "overwrite", "run_name", "runs_dir", "export", "merge", "push_to_hub",
                      "private", "push_full", "device", "compile", "max_tokens", "zero_shot", "count_params_only",
                      "cache_features", "cache_budget_gb", "eval_run"}
@@ -138,22 +139,39 @@ class RunDir:
                            "train it again (--overwrite)") from None
 
     def save_trained(self, head: nn.Module, backbone: nn.Module, mode, task: str, base: str) -> None:
-        """head.safetensors, and with a trained backbone adapters.safetensors: its trained parameters and the
-        head, keyed by module path (modes.trained_parameters). A LoRA run also holds them in PEFT's format, so the
-        folder (and its push) loads with PeftModel.from_pretrained on the base model `base`."""
+        """head.safetensors, and what else trained, once: a LoRA run's adapters (and head) in PEFT's format, so the
+        folder and its push load with PeftModel.from_pretrained on the base model `base`; the top blocks of an
+        --unfreeze-last run in adapters.safetensors, keyed by module path (modes.trained_parameters)."""
         self.save_weights("head.safetensors", head.state_dict())
-        if mode.trains_backbone:
-            self.save_weights("adapters.safetensors", trained_parameters(backbone, head))
         if adapter := mode.peft(backbone, head, task, base):
             write_peft(self.path, adapter)
+        elif mode.trains_backbone:
+            self.save_weights(TRAINED_FILE, trained_parameters(backbone, head))
 
-    def restore(self, mode, make_head, model_name: str, device: torch.device, dtype: torch.dtype):
+    def trained_file(self) -> Path:
+        """Where the backbone's trained weights are: PEFT's file in a LoRA run, else adapters.safetensors (also in
+        LoRA runs from before 2026-11-30)."""
+        peft = self.file(PEFT_FILES[1])
+        return peft if peft.exists() else self.file(TRAINED_FILE)
+
+    def load_trained(self, task: str) -> dict[str, torch.Tensor]:
+        """The backbone's trained weights and the head under modes.trained_parameters' keys."""
+        path = self.trained_file()
+        tensors = self.load_weights(path.name)
+        if path.name == TRAINED_FILE:
+            return tensors
+        try:
+            return from_peft(tensors, task)
+        except ValueError as e:
+            raise RunError(f"{path}: {e}; the run folder is damaged: train it again (--overwrite)") from None
+
+    def restore(self, mode, make_head, model_name: str, device: torch.device, dtype: torch.dtype, task: str):
         """(lm, tokenizer, head) as the run trained them (see rebuild). The run's files are read first, so a damaged
         run fails before the backbone loads."""
         state = self.load_weights("head.safetensors")
-        trained = self.load_weights("adapters.safetensors") if mode.trains_backbone else None
+        trained = self.load_trained(task) if mode.trains_backbone else None
         return rebuild(mode, make_head, model_name, device, dtype, state, trained, self.file("head.safetensors"),
-                       self.file("adapters.safetensors"))
+                       self.trained_file())
 
 
 def rebuild(mode, make_head, model_name: str, device: torch.device, dtype: torch.dtype, head_state: dict,

@@ -365,7 +365,8 @@ def evaluate_run(args) -> int:
     mode = flags.mode(args)
     test = subsample(load_squad(args.eval_file or run.file("test_data.json")), args.max_eval_examples, args.seed)
     device = model.pick_device(args.device)
-    lm, tokenizer, head = run.restore(mode, model.qa_head, args.model, device, model.pick_dtype(device, args.dtype))
+    lm, tokenizer, head = run.restore(mode, model.qa_head, args.model, device, model.pick_dtype(device, args.dtype),
+                                      "qa")
     windows, sources = sources_for(mode, lm, tokenizer, {"test": test}, args)
     reader = Reader(head, {"test": test}, windows, sources, args)
     result, preds, na_prob = reader.test(info["threshold"])

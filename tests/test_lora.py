@@ -1,6 +1,7 @@
 """lora.py and the backbone-training modes: parameter counts, the identity at init, what a step changes,
 gradient accumulation, merged exports, resume, flags, and the real SmolLM2 in its compute dtype."""
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ import modes
 import train_cls
 import train_qa
 from batching import pad_batch
+from data.fetch import write_safetensors
 from flags import mode as mode_of, train_args
 from helpers import crash_in_epoch, data_dir_cut
 from rundir import RunDir, RunError
@@ -146,9 +148,9 @@ def sst2(tmp_path, monkeypatch):
 
 
 def adapted(folder, run: Path, flags):
-    """Our model rebuilt from a run folder: the base, prepared by the flags, with adapters.safetensors loaded."""
+    """Our model rebuilt from a run folder: the base, prepared by the flags, with the run's trained weights."""
     args, lm, tok, head = setup(folder, *flags)
-    modes.load_trained(lm.model, head, load_file(run / "adapters.safetensors"), run / "adapters.safetensors")
+    modes.load_trained(lm.model, head, RunDir(run).load_trained("cls"), run)
     return args, lm.eval(), tok, head
 
 
@@ -165,8 +167,13 @@ def test_cls_cli_adapters_and_merged_export(tmp_path, sst2, tiny_llama_folder, c
         assert "feature cache off" in out and not features.exists()
     else:  # the frozen trunk below the trained block is cached: one file per split
         assert "cached on disk: the states below the top 1 blocks" in out and len(list(features.iterdir())) == 2
-    trained = load_file(run / "adapters.safetensors")
-    assert "head.weight" in trained and "adapters.safetensors" in hub.HEAD_FILES
+    trained = RunDir(run).load_trained("cls")
+    lora_files = {"adapter_config.json", "adapter_model.safetensors"}
+    # one copy of what trained: PEFT's files for LoRA, adapters.safetensors for top blocks; pushed with the head
+    own = lora_files if flags[0] == "--lora-rank" else {"adapters.safetensors"}
+    files = {p.name for p in run.iterdir()}
+    assert own <= files and not ((lora_files | {"adapters.safetensors"}) - own) & files
+    assert "head.weight" in trained and own <= set(hub.HEAD_FILES)
     if flags[0] == "--lora-rank":
         assert "backbone.layers.0.self_attn.q_proj.lora_a.weight" in trained
         assert any(t.abs().max() > 0 for n, t in trained.items() if ".lora_b." in n)  # trained: B moved off zero
@@ -204,7 +211,7 @@ def test_qa_cli_export_of_a_bf16_checkpoint_gives_our_logits(tmp_path, monkeypat
     lm, tok = model.load_backbone(str(tiny_llama_bf16_folder), CPU, torch.float32)
     head = model.qa_head(lm.config.hidden_size)
     mode_of(train_qa.parse_args(flags)).prepare(lm.model)
-    modes.load_trained(lm.model, head, load_file(run / "adapters.safetensors"), run / "adapters.safetensors")
+    modes.load_trained(lm.model, head, RunDir(run).load_trained("qa"), run)
     seqs = train_cls.tokenize(tok, SENTENCES, 256)
     ids, mask = pad_batch(seqs, tok.pad_token_id, CPU)
     merged = AutoModelForQuestionAnswering.from_pretrained(export, dtype="auto").eval()
@@ -230,11 +237,18 @@ def test_evaluation_runs_without_lora_dropout(tmp_path, monkeypatch, tiny_llama_
         return [json.loads((folder / f).read_text()) for f in ("preds.json", "na_prob.json")]
     assert qa_cli(tiny_llama_folder, tmp_path, *flags) == 0
     own = outputs(run)
-    trained = load_file(run / "adapters.safetensors")
+    trained = RunDir(run).load_trained("qa")
     assert max(t.abs().max() for n, t in trained.items() if ".lora_b." in n) > 1e-3  # dropout would matter
     for _ in range(2):
         assert train_qa.main(["--eval-run", str(run)]) == 0
         assert outputs(run / "eval") == own
+    # a LoRA run from before 2026-11-30 kept its adapters in adapters.safetensors only: still read
+    old = tmp_path / "runs" / "old"
+    shutil.copytree(run, old)
+    write_safetensors(old / "adapters.safetensors", trained)
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        (old / name).unlink()
+    assert train_qa.main(["--eval-run", str(old)]) == 0 and outputs(old / "eval") == own
     assert qa_cli(tiny_llama_folder, tmp_path, *flags, "--resume") == 0
     assert outputs(run) == own
 
@@ -271,7 +285,7 @@ def test_lora_crash_then_resume_matches_an_uninterrupted_run(tmp_path, sst2, tin
     with crash_in_epoch(2):
         run("crashed")
     assert run("crashed", "--resume") == 0
-    straight, resumed = (load_file(tmp_path / n / "adapters.safetensors") for n in ("straight", "crashed"))
+    straight, resumed = (RunDir(tmp_path / n).load_trained("cls") for n in ("straight", "crashed"))
     assert straight.keys() == resumed.keys() and all(torch.equal(resumed[k], v) for k, v in straight.items())
     with pytest.raises(RunError, match="--lora-rank was 4, now 2"):
         train_cls.main(["--model", str(tiny_llama_folder), "--data-dir", str(sst2), "--dtype", "fp32", "--epochs",

@@ -19,6 +19,7 @@ import train_qa
 from batching import pad_batch
 from flags import mode as mode_of
 from helpers import crash_in_epoch, data_dir_cut
+from rundir import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "data" / "samples"
@@ -46,7 +47,7 @@ def rebuilt(folder, task: str, flags: list[str], run: Path):
     mode.prepare(lm.model)
     head.load_state_dict(load_file(run / "head.safetensors"))
     if mode.trains_backbone:
-        modes.load_trained(lm.model, head, load_file(run / "adapters.safetensors"), run)
+        modes.load_trained(lm.model, head, RunDir(run).load_trained(task), run)
     return lm.eval(), tok, head.eval(), mode
 
 
@@ -68,7 +69,7 @@ def test_resume_is_bit_identical_and_export_gives_the_run_logits(tmp_path, monke
     assert run("crashed", "--resume") == 0
     straight, resumed = tmp_path / "runs" / "straight", tmp_path / "runs" / "crashed"
     assert json.loads((straight / "metrics.json").read_text())["mode"] == name
-    files = ["head.safetensors"] + (["adapters.safetensors"] if flags else [])
+    files = ["head.safetensors"] + ([RunDir(straight).trained_file().name] if flags else [])
     for f in files:
         a, b = load_file(straight / f), load_file(resumed / f)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f
