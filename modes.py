@@ -113,10 +113,11 @@ class Mode:
     def source(self, lm, spec: FeatureSpec, passes: Passes) -> Source:
         if not spec.cache:
             return full_passes(lm, spec)
-        module = feature_module(lm.model, passes.compiles(spec.seqs, next(lm.parameters()).device))
-        compute = picks(module, spec, passes, f"features {spec.name}", spec.pick)
+        device = next(lm.parameters()).device
+        compute = picks(feature_module(lm.model, passes.compiles(spec.seqs, device)), spec, passes,
+                        f"features {spec.name}", spec.pick)
         items = cached_features(passes.cache_path(lm.dtype, spec.seqs, **spec.key), spec.seqs, compute)
-        return Source.in_memory(items, spec.dense, next(lm.parameters()).device)
+        return Source.in_memory(items, spec.dense, device)
 
     def peft(self, backbone: nn.Module, head: nn.Module, task: str, base: str) -> tuple[dict, dict] | None:
         """What this mode trained as a PEFT adapter (config, tensors), if the mode is one PEFT has."""

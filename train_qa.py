@@ -193,8 +193,7 @@ class Reader:
                 "threshold": threshold}
 
     def threshold(self) -> float:
-        span, diff, _, _ = self.predict("validation")
-        return choose_threshold(diff, self.sets["validation"], span)
+        return self.validate()["threshold"]
 
     def test(self, threshold: float) -> tuple[dict, dict, dict]:
         span, diff, _, _ = self.predict("test")

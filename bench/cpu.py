@@ -303,8 +303,9 @@ def worker_ceiling(spec: dict) -> dict:
     for _ in range(spec["rounds"]):
         ceiling = matmul_ceiling(torch, shapes, spec["matmul_tokens"], lm.dtype)
         seconds = feature_pass()
-        rounds.append({"ceiling": ceiling, "wall_s": seconds, "tok_s": tokens / seconds,
-                       "tflops": flops / seconds / 1e12, "share": flops / seconds / 1e12 / ceiling["mix_tflops"]})
+        tflops = flops / seconds / 1e12
+        rounds.append({"ceiling": ceiling, "wall_s": seconds, "tok_s": tokens / seconds, "tflops": tflops,
+                       "share": tflops / ceiling["mix_tflops"]})
     median = sorted(rounds, key=lambda r: r["share"])[len(rounds) // 2]
     return {**median, "rounds": rounds, "first_s": first_s, "tokens": tokens, "sentences": len(seqs),
             "attention_share": attention / flops, "max_tokens": args.max_tokens,

@@ -212,6 +212,9 @@ def _fetch_member(name: str, timeout: float) -> Path:
     return path
 
 
+_CHECKED: set[tuple] = set()  # (path, size, mtime, sha256) of zips hashed by this process
+
+
 def _checked_zip(zip_name: str, name: str, flag: str, timeout: float) -> Path:
     """The cached GLUE zip, downloaded if missing; hashed once per process while its size and mtime stay the same
     (MNLI's 300 MB zip holds the three files a run reads)."""
@@ -222,5 +225,3 @@ def _checked_zip(zip_name: str, name: str, flag: str, timeout: float) -> Path:
     _CHECKED.add(stamp())
     return archive
 
-
-_CHECKED: set[tuple] = set()
