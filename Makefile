@@ -28,7 +28,7 @@ demo-qa:  ## SQuAD v2 head on the embedded SmolLM2, offline, on the bundled arti
 	  --eval-file data/samples/squad_test.json --zero-shot --run-name demo-squad --overwrite
 
 RUN ?= latest
-eval-squad:  ## re-score a trained QA run (RUN=runs/NAME; default the latest) into RUN/eval/ (preds, na_prob, metrics)
+eval-squad:  ## re-score a trained QA run (RUN=runs/NAME; default the latest) into RUN/eval/<test set>/
 	$(PYTHON) train_qa.py --eval-run $(RUN)
 
 report:  ## REPORT.md (+ REPORT_files/*.png) from the latest classification and QA runs

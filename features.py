@@ -109,14 +109,29 @@ def cache_path(model_path: str, dtype: torch.dtype, seqs: list[list[int]], **mor
 
 
 def model_fingerprint(path: str) -> str:
-    """Identity of a model's weights: for a Hub id the commit of the snapshot in the Hub cache (what
-    from_pretrained loaded: a new revision of the repo gets new features), file sizes and mtimes for local folders."""
+    """Identity of a model's weights. A Hub id: the commit of the snapshot in the Hub cache (what from_pretrained
+    loaded: a new revision of the repo is another model), or the id alone before it is downloaded. A local folder: a
+    digest of its files' contents, whole for files up to 64 MiB, else the size and 256 slices spread over the file,
+    so a copied or re-converted folder keeps its identity and other weights get another."""
     folder = Path(path)
     if not folder.is_dir():
-        snapshot = try_to_load_from_cache(path, "config.json")
+        try:
+            snapshot = try_to_load_from_cache(path, "config.json")
+        except ValueError:  # not a Hub id either: loading it says so
+            return path
         return f"{path}@{Path(snapshot).parent.name}" if isinstance(snapshot, str) else path
-    files = sorted(f for f in folder.iterdir() if f.suffix in (".safetensors", ".json", ".bin"))
-    return ";".join(f"{f.name}:{f.stat().st_size}:{int(f.stat().st_mtime)}" for f in files)
+    h = hashlib.sha256()
+    for f in sorted(f for f in folder.iterdir() if f.suffix in (".safetensors", ".json", ".bin")):
+        size = f.stat().st_size
+        h.update(f"{f.name}:{size}|".encode())
+        with f.open("rb") as fh:
+            if size <= 64 << 20:
+                h.update(fh.read())
+                continue
+            for i in range(256):
+                fh.seek(i * (size - 4096) // 255)
+                h.update(fh.read(4096))
+    return "sha256:" + h.hexdigest()[:32]
 
 
 def data_fingerprint(seqs: list[list[int]]) -> str:

@@ -13,17 +13,19 @@ import torch
 import distributed
 from data.fetch import DataUnavailable
 from data.labelled import DataError
+from data.squad import WindowError
 from data.squad_json import SquadFormatError
-from hub import Push
+from features import model_fingerprint
+from hub import Push, PushError, check_repo_id
 from loop import TrainArgs, TrainingDiverged
 from metrics import MetricsInputError
-from model import DEFAULT_MODEL, ModelError, pick_device, resolve_model
+from model import DEFAULT_MODEL, SETTINGS_FILE, ModelError, pick_device, resolve_model
 from modes import LoRA, Mode, Passes, TopBlocks, TuningError
-from rundir import RunError
+from rundir import RunDir, RunError
 
 # what a user can cause: one line on stderr and exit code 2, never a traceback
-USER_ERRORS = (DataError, DataUnavailable, SquadFormatError, MetricsInputError, ModelError, TuningError, RunError,
-               TrainingDiverged)
+USER_ERRORS = (DataError, DataUnavailable, SquadFormatError, WindowError, MetricsInputError, ModelError, TuningError,
+               RunError, TrainingDiverged)
 
 
 class Parser(argparse.ArgumentParser):
@@ -58,7 +60,7 @@ def common_args(p: argparse.ArgumentParser, lr: float, batch_size: int) -> None:
     p.add_argument("--zero-shot", action="store_true", help="also score the LM's own prompted answers")
     p.add_argument("--count-params-only", action="store_true", help="print the parameter analysis from the config")
     p.add_argument("--runs-dir", default="runs")
-    p.add_argument("--run-name", help="default: task, model, mode, epochs, lr and seed")
+    p.add_argument("--run-name", help="default: task, model, mode, lr and seed")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run of the same name")
     p.add_argument("--export", help="write a full transformers checkpoint (fp32) to this folder")
@@ -105,6 +107,7 @@ CHECKS: dict[str, tuple[Callable, str]] = {
 def parse(p: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
     """Parse the flags, refuse what cannot work (before any work is done) and fill the mode-dependent defaults."""
     args = p.parse_args(argv)
+    check_device(p, args.device)
     if args.lora_rank and args.lora_alpha is None:
         args.lora_alpha = 2.0 * args.lora_rank
     if args.backbone_lr is None:
@@ -115,7 +118,9 @@ def parse(p: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
         value = getattr(args, name, None)
         if value is not None and not ok(value):
             p.error(f"--{name.replace('_', '-')} {value}: must be {wants}")
-    if args.lora_rank and args.export and args.merge == args.peft:
+    if args.merge and args.peft:
+        p.error("--merge folds the adapters into the weights, --peft keeps them apart: pass one")
+    if args.lora_rank and args.export and not (args.merge or args.peft):
         p.error("--export with --lora-rank needs one of --merge (the adapters folded into a transformers "
                 "checkpoint) or --peft (the adapters in PEFT's format)")
     if args.peft and not (args.lora_rank and args.export):
@@ -123,11 +128,71 @@ def parse(p: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
     if args.peft and args.push_full:
         p.error("--push-full pushes a merged --export; a LoRA run folder already holds its adapters in PEFT's "
                 "format: push it (--push-to-hub without --push-full)")
+    if args.push_to_hub:
+        try:
+            check_repo_id(args.push_to_hub)
+        except PushError as e:
+            p.error(f"--push-to-hub: {e}")
     if args.push_full and not args.export:
         p.error("--push-full uploads the --export folder; pass --export DIR too")
     if args.resume and args.overwrite:
         p.error("--resume continues a run, --overwrite replaces it: pass one")
+    if not 0 <= args.seed < 2**32:
+        p.error(f"--seed {args.seed}: must be in [0, 2**32)")
+    if args.run_name is not None and (args.run_name in ("", ".", "..") or any(c in args.run_name for c in "/\\")):
+        p.error(f"--run-name {args.run_name!r}: must be a plain folder name (no '/', not '.' or '..'); "
+                "--runs-dir says where runs go")
+    check_export(p, args)
+    set_here = given(p, args, argv)
+    for flag, needs, why in IDLE_FLAGS:
+        if flag in set_here and not needs(args):
+            p.error(f"--{flag.replace('_', '-')} would do nothing {why}")
     return args
+
+
+# flags that only act with another: (flag, when it acts, what is missing otherwise)
+IDLE_FLAGS = (
+    *((f, lambda a: a.lora_rank, "without --lora-rank") for f in ("lora_alpha", "lora_dropout", "lora_targets")),
+    *((f, lambda a: a.lora_rank or a.unfreeze_last, "without --lora-rank or --unfreeze-last")
+      for f in ("backbone_lr", "grad_checkpoint")),
+    ("merge", lambda a: a.lora_rank and a.export, "without --lora-rank and --export"),
+    ("private", lambda a: a.push_to_hub, "without --push-to-hub"),
+    ("label_words", lambda a: a.zero_shot, "without --zero-shot"),
+)
+
+
+def check_device(p: argparse.ArgumentParser, device: str) -> None:
+    if device == "auto":
+        return
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        p.error(f"--device {device}: not a device; pass auto, cpu, cuda or cuda:N")
+    if kind == "cuda" and not torch.cuda.is_available():
+        p.error(f"--device {device}: this torch sees no CUDA GPU; pass --device cpu (or auto)")
+
+
+def check_export(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--export replaces its folder as a whole, so it may only name a new or empty folder, or an earlier export
+    that --overwrite or --resume (whose run wrote it) may replace."""
+    if not args.export:
+        return
+    out = Path(args.export)
+    if out.exists() and not out.is_dir():
+        p.error(f"--export {out}: is a file; pass a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / SETTINGS_FILE).is_file():
+            p.error(f"--export {out}: holds other files, which the export would replace; pass a new or empty folder")
+        if not (args.overwrite or args.resume):
+            p.error(f"--export {out}: holds an earlier export; pass --overwrite to replace it, or another folder")
+
+
+def given(p: argparse.ArgumentParser, args: argparse.Namespace, argv=None) -> set[str]:
+    """The flags the command line set, of those in `args` (argparse fills a flag's default only where the namespace
+    it parses into lacks the name)."""
+    unset = object()
+    seen = p.parse_args(argv, argparse.Namespace(**{k: unset for k in vars(args)}))
+    return {k for k, v in vars(seen).items() if v is not unset}
 
 
 def mode(args: argparse.Namespace) -> Mode:
@@ -166,9 +231,22 @@ def passes(args: argparse.Namespace, keep: bool = True) -> Passes:
 
 
 def run_name(args: argparse.Namespace, task: str, mode: Mode) -> Path:
-    """The run folder: --run-name, or a name that says what tells runs apart."""
-    name = args.run_name or f"{task}-{Path(args.model).name}-{mode.name}-e{args.epochs}-lr{args.lr:g}-s{args.seed}"
+    """The run folder: --run-name, or a name that says what tells runs apart (not --epochs, which --resume may
+    grow)."""
+    name = args.run_name or f"{task}-{Path(args.model).name}-{mode.name}-lr{args.lr:g}-s{args.seed}"
     return Path(args.runs_dir) / name
+
+
+def open_run(args: argparse.Namespace, task: str, mode: Mode, data: str) -> RunDir:
+    """The run's folder (RunDir.open), its config.json holding what --resume must find again: the flags, the mode,
+    the data's digest and the model's weights (features.model_fingerprint)."""
+    config = {**vars(args), "mode": mode.name, "data": data, "weights": model_fingerprint(resolve_model(args.model))}
+    path = run_name(args, task, mode)
+    out, folder = Path(args.export or "").resolve(), path.resolve()
+    if args.export and (out == folder or out in folder.parents or folder in out.parents):  # export replaces `out`
+        raise RunError(f"--export {args.export}: would replace the run folder {path} or hold it; pass a folder "
+                       "outside it")
+    return RunDir.open(path, config, args.resume, args.overwrite)
 
 
 def run(main: Callable[[], int]) -> None:
@@ -178,3 +256,7 @@ def run(main: Callable[[], int]) -> None:
     except USER_ERRORS as e:
         print("error: " + " ".join(str(e).split("\n")), file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print("\ninterrupted (a training run keeps its last finished epoch: --resume continues from it)",
+              file=sys.stderr)
+        sys.exit(130)

@@ -1,27 +1,32 @@
 """Model card + push of a run folder (head only) or an --export folder (full model) to the Hugging Face Hub.
 
-Retry a failed push with:  python -m hub push FOLDER REPO_ID [--private]
+Retry a failed push with:  python hub.py push FOLDER REPO_ID [--private]   (from the repo folder: python -m hub ...)
 """
 import argparse
 import json
+import os
 import re
 import shlex
 import sys
 from dataclasses import dataclass
+from fnmatch import fnmatch
 from pathlib import Path
 
-from huggingface_hub import HfApi, get_token
-from huggingface_hub.errors import HfHubHTTPError, HTTPError, LocalTokenNotFoundError
+from huggingface_hub import CommitOperationAdd, HfApi, get_token
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError, HTTPError, LocalTokenNotFoundError
+from huggingface_hub.utils import validate_repo_id
 
 from data import glue
 from data.fetch import write_atomic
 from rundir import strict_json
 from tables import fmt, markdown
 
-CARD_INFO = "card.json"  # the card's source, kept next to README.md so a retry regenerates the same card
-HEAD_FILES = ["config.json", "head.safetensors", "adapters.safetensors", "metrics.json", "log.jsonl", "README.md",
+CARD_INFO = "card.json"  # the card's source, in the run (and export) folder, so a retry makes the same card
+HEAD_FILES = ["config.json", "head.safetensors", "adapters.safetensors", "metrics.json", "log.jsonl",
               "adapter_config.json", "adapter_model.safetensors"]  # the last two: a LoRA run's, in PEFT's format
-FULL_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "README.md"]  # weights + tokenizer
+FULL_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"]  # weights (merged or PEFT) + tokenizer
+# what push_folder uploads from each kind of folder (folder_kind), besides the README.md it makes
+KINDS = {"full": ("full model", FULL_FILES), "head": ("head", HEAD_FILES), "peft": ("adapters", FULL_FILES)}
 CLASSIFY = dict(tag="text-classification", auto="AutoModelForSequenceClassification", script="train_cls.py")
 TASKS = {
     "sst2": dict(name="SST-2 sentiment classification", dataset="nyu-mll/glue", **CLASSIFY),
@@ -194,14 +199,15 @@ class Push:
 def publish(run, info: dict, push: Push | None, export: Path | None) -> int:
     """The run's metrics and card source, then the push if asked: the head (run folder) or the full export."""
     run.write_metrics(info)
-    save_card_info(run.path, info)
+    for folder in [run.path] + ([export] if export else []):  # both can be pushed later, each with this card
+        save_card_info(folder, info)
     print(f"artifacts in {run.path}/" + (f"; full checkpoint in {export}/" if export else ""))
     if push is None:
         return 0
     try:
         print(f"pushed to {push_folder(export if push.full else run.path, push.repo_id, push.private, card_info=info)}")
     except PushError as e:
-        print(f"error: push failed: {e}")
+        print(f"error: {e}")
         return 1
     return 0
 
@@ -212,7 +218,29 @@ def save_card_info(folder: Path, info: dict) -> None:
 
 
 def retry_command(folder: Path, repo_id: str, private: bool = False) -> str:
-    return shlex.join(["python", "-m", "hub", "push", str(folder), repo_id] + (["--private"] if private else []))
+    """Works from any directory, unlike `python -m hub`: this interpreter (its packages), hub.py and the folder by
+    absolute path."""
+    return shlex.join([sys.executable, os.path.abspath(__file__), "push", os.path.abspath(folder), repo_id]
+                      + (["--private"] if private else []))
+
+
+def check_repo_id(repo_id: str) -> None:
+    """The Hub's own rule, checked before any work: PushError in one line."""
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        rule = str(e).partition(f": '{repo_id}'")[0]  # the rule, without its echo of the id and its API hints
+        raise PushError(f"bad REPO_ID {repo_id!r}: {rule}; give it as user/repo") from None
+
+
+def folder_kind(folder: Path) -> str | None:
+    """What `folder` holds: "full" (a merged --export), "head" (a run folder; a LoRA run's adapters go with it),
+    "peft" (a --peft export: adapters and head in PEFT's format), or None (nothing a repo could load)."""
+    if any(folder.glob("model*.safetensors")):
+        return "full"
+    if (folder / "head.safetensors").exists():
+        return "head"
+    return "peft" if (folder / "adapter_model.safetensors").exists() else None
 
 
 def why(e: Exception) -> str:
@@ -230,27 +258,39 @@ def why(e: Exception) -> str:
 
 def push_folder(folder: Path, repo_id: str, private: bool = False, token: str | None = None,
                 card_info: dict | None = None, api=None) -> str:
-    """Write the card, then upload the run folder's small files (head) or the export folder (full model).
-    Only README.md and card.json are ever written locally; on any Hub failure raise PushError."""
+    """Upload a run folder's small files (the head, a LoRA run's adapters) or an export folder (merged or PEFT) with
+    its model card, in one commit. Writes nothing locally: the card goes up from memory, so the folder, a README.md
+    of the user's own included, stays as it is. Bad input and any Hub failure: PushError, one line."""
     folder = Path(folder)
-    full = any(folder.glob("model*.safetensors"))
-    if not full and not (folder / "head.safetensors").exists():
-        raise PushError(f"{folder} holds neither head.safetensors nor model*.safetensors: nothing to push")
-    try:  # local errors too (unreadable card.json, read-only folder) end as one-line PushErrors
-        if card_info is not None:
-            save_card_info(folder, card_info)
-        elif (folder / CARD_INFO).exists():
+    if not folder.is_dir():
+        raise PushError(f"FOLDER {folder}: no such folder; give a run folder (runs/NAME) or an --export folder")
+    check_repo_id(repo_id)
+    if (kind := folder_kind(folder)) is None:
+        raise PushError(f"FOLDER {folder} holds no head.safetensors, model*.safetensors or adapter_model.safetensors:"
+                        " nothing to push; give a run folder (runs/NAME) or an --export folder")
+    what, patterns = KINDS[kind]
+    try:  # local errors too (unreadable card.json or file) end as one-line PushErrors
+        if card_info is None and (folder / CARD_INFO).exists():
             card_info = json.loads((folder / CARD_INFO).read_text())
-        if card_info is not None or not (folder / "README.md").exists():  # never replace a card we can't rebuild
-            write_atomic(folder / "README.md", model_card({**(card_info or {}), "full_export": full,
-                                                           "repo_id": repo_id}))
-        what = f"{(card_info or {}).get('task', 'llama-heads')} {'full model' if full else 'head'}"
+        own = folder / "README.md"
+        if card_info is None and own.is_file():  # no source to rebuild a card from: theirs is the card
+            card = own.read_bytes()
+        else:
+            if own.exists():
+                print(f"note: the repo gets the generated model card as README.md; {own} stays as it is, "
+                      f"unpushed (to push it instead, remove {folder / CARD_INFO})")
+            card = model_card({**(card_info or {}), "full_export": kind == "full", "repo_id": repo_id,
+                               **({"mode": "lora"} if kind == "peft" else {})}).encode()
+        names = sorted(p.name for p in folder.iterdir() if p.name not in (CARD_INFO, "README.md") and p.is_file()
+                       and any(fnmatch(p.name, pattern) for pattern in patterns))
+        operations = [CommitOperationAdd(name, str(folder / name)) for name in names]
+        operations.append(CommitOperationAdd("README.md", card))
         if token is None and get_token() is None:  # fail fast: the Hub would answer a vague 401
             raise LocalTokenNotFoundError("no token")
         api = api or HfApi()
         url = api.create_repo(repo_id, token=token, private=private, exist_ok=True)
-        api.upload_folder(repo_id=repo_id, folder_path=folder, token=token, commit_message=f"Upload {what}",
-                          allow_patterns=FULL_FILES if full else HEAD_FILES, ignore_patterns=[CARD_INFO])
+        api.create_commit(repo_id, operations, token=token,
+                          commit_message=f"Upload {(card_info or {}).get('task', 'llama-heads')} {what}")
     except Exception as e:
         raise PushError(f"push to {repo_id} failed: {why(e)}; local files kept, retry with: "
                         f"{retry_command(folder, repo_id, private)}") from e
@@ -258,7 +298,7 @@ def push_folder(folder: Path, repo_id: str, private: bool = False, token: str | 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m hub", description="(re)push a run or export folder")
+    parser = argparse.ArgumentParser(description="(re)push a run folder or an --export folder (merged or --peft)")
     sub = parser.add_subparsers(dest="cmd", required=True)
     push = sub.add_parser("push", help="upload FOLDER to REPO_ID (token: HF_TOKEN or `hf auth login`)")
     push.add_argument("folder", type=Path)

@@ -31,10 +31,19 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}  # --dtype's names
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """--dtype's name of a compute dtype: what an export records of its run (not "auto", which another machine
+    would resolve otherwise)."""
+    return {t: name for name, t in DTYPES.items()}[dtype]
+
+
 def pick_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype:
     """bf16 where the hardware runs it fast (CUDA with bf16, CPUs with AVX512-BF16/AMX), else fp16/fp32."""
     if dtype != "auto":
-        return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
+        return DTYPES[dtype]
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
@@ -194,6 +203,9 @@ def export(out_dir: Path, model_name: str, task: str, head: nn.Linear, tokenizer
         full_model(model_name, task, head, tokenizer.pad_token_id, id2label, backbone).save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     (tmp / SETTINGS_FILE).write_text(json.dumps(settings, indent=1))
+    mode = (tmp / SETTINGS_FILE).stat().st_mode  # a plain open()'s; newer safetensors write weights 0600
+    for f in tmp.iterdir():
+        f.chmod(mode)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)

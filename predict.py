@@ -18,8 +18,12 @@ Inputs given with --text, --question or stdin leave no feature cache behind; a -
 """
 import argparse
 import contextlib
+import io
 import json
+import math
 import sys
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,11 +42,19 @@ from data.squad_json import Example, load_squad
 from lora import PEFT_FILES, PEFT_LAYOUT, from_peft
 from modes import Mode
 from rundir import RunDir, RunError, rebuild
+from safetensors import SafetensorError
 
 TASK_OF_ARCH = {"LlamaForSequenceClassification": "cls", "LlamaForQuestionAnswering": "qa"}
 TASK_OF_PEFT = {peft_type: task for task, (_, _, peft_type) in PEFT_LAYOUT.items()}
 RUN_FILES = ("config.json", "metrics.json", "head.safetensors")
 ADVICE = "pass a run folder (runs/NAME), an --export folder, or the id of a Hub repo this project pushed"
+# the training flags predict.py reads from what a source recorded, besides its model (the rest change no prediction)
+RECORDED = ("dtype", "max_tokens", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "unfreeze_last")
+RECORDED_BY_TASK = {"cls": ("max_length", "pooling", "text_column"),
+                    "qa": (*train_qa.WINDOW_FLAGS, "batch_size", "cache_features", "cache_budget_gb")}
+DAMAGED = {"run": "the run folder is damaged: train it again (--overwrite)",
+           **dict.fromkeys(("export", "peft"), "the export is damaged: export or push it again")}
+JSON_TYPES = {str: "string", int: "integer", float: "number"}
 
 
 class SourceError(model.ModelError):
@@ -61,6 +73,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--text-column", help="the text column(s) of a .tsv/.csv/.jsonl file, comma-separated for "
                    "pairs (default: the run's)")
     p.add_argument("--out", help="write the JSON lines to this file (atomically) instead of stdout")
+    p.add_argument("--overwrite", action="store_true", help="let --out replace an existing file")
     p.add_argument("--jsonl", action="store_true", help="JSON lines on a terminal too (always when piped)")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", choices=["auto", "bf16", "fp16", "fp32"],
@@ -70,9 +83,40 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threshold", type=float, help="QA no-answer threshold (default: the run's, chosen on "
                    "validation, as its export records it too)")
     args = p.parse_args(argv)
+    flags.check_device(p, args.device)
     if args.max_tokens is not None and args.max_tokens < 1:
         p.error(f"--max-tokens {args.max_tokens}: must be at least 1")
+    if args.threshold is not None and not math.isfinite(args.threshold):
+        p.error(f"--threshold {args.threshold}: must be a finite number")
+    for flag in ("text", "text_pair", "question", "context"):
+        if blank := [t for t in getattr(args, flag) if not t.strip()]:
+            p.error(f"--{flag.replace('_', '-')} {blank[0]!r}: empty; pass the text itself")
+    if args.file and not Path(args.file).is_file():
+        p.error(f"--file {args.file}: no such file")
+    if args.overwrite and args.out is None:
+        p.error("--overwrite lets --out replace a file; it would do nothing without --out")
+    if args.out is not None:
+        check_out(p, args.out, args.overwrite)
     return args
+
+
+def check_out(p: argparse.ArgumentParser, out: str, overwrite: bool) -> None:
+    """Before any work: --out must be a file this process can write (atomically: a temp file beside it), and an
+    existing file only with --overwrite."""
+    path = Path(out)
+    if path.is_dir():
+        p.error(f"--out {out}: is a folder; pass a file path in it, e.g. {path / 'preds.jsonl'}")
+    if path.is_file() and not overwrite:
+        p.error(f"--out {out}: exists; pass --overwrite to replace it, or another path")
+    if path.exists() and not path.is_file():
+        return  # a device or FIFO (/dev/stdout): written in place
+    folder = next(f for f in path.absolute().parents if f.exists())  # write_atomic makes the missing ones
+    if not folder.is_dir():
+        p.error(f"--out {out}: {folder} is a file, not a folder; pass a path in a folder")
+    try:
+        tempfile.TemporaryFile(dir=folder).close()  # a real write: os.access says yes to root, even in /proc
+    except OSError as e:
+        p.error(f"--out {out}: cannot write in {folder} ({e.strerror}); pass a path in a folder you can write")
 
 
 class LM(nn.Module):
@@ -162,67 +206,100 @@ def make_head(task: str, n_labels: int):
     return (lambda hidden: model.cls_head(hidden, n_labels)) if task == "cls" else model.qa_head
 
 
-def script_args(task: str, config: dict, opts) -> argparse.Namespace:
-    """The training script's flags: its defaults, then what the run recorded, then this command's overrides."""
+def recorded(folder: Path, what: str) -> tuple[dict, Path]:
+    """The training flags a source recorded, and where (named when they are damaged)."""
+    if what == "run":
+        return RunDir(folder).read_json("config.json"), folder / "config.json"
+    if what == "export":  # the export's own weights; fp32 where an older export records no dtype
+        return {"dtype": "fp32", **settings(folder), "model": str(folder)}, folder / model.SETTINGS_FILE
+    config = read_json(folder / PEFT_FILES[0])
+    try:
+        lora_flags = {"lora_rank": int(config["r"]), "lora_alpha": float(config["lora_alpha"]),
+                      "lora_targets": ",".join(config["target_modules"])}
+    except (KeyError, TypeError, ValueError) as e:
+        raise SourceError(f"{folder / PEFT_FILES[0]}: not a PEFT export of this project ({e}); export it "
+                          "again") from None
+    return {**settings(folder), **lora_flags}, folder
+
+
+def script_args(task: str, what: str, folder: Path, opts) -> argparse.Namespace:
+    """The training script's flags as the source recorded them, put through the script's own parse_args (types,
+    choices, ranges, how flags combine), so a damaged or hand-edited file is one line before anything loads; then
+    this command's overrides."""
     script = train_cls if task == "cls" else train_qa
-    args = script.parse_args(["--model", str(config.get("model", "x"))])
-    for key, value in config.items():
-        if hasattr(args, key):
-            setattr(args, key, value)
+    values, where = recorded(folder, what)
+    defaults = vars(script.parse_args([]))
+    # defaults are left out: given, one that acts only with another flag would be refused (flags.IDLE_FLAGS)
+    given = {k: v for k in RECORDED + RECORDED_BY_TASK[task] if (v := values.get(k)) is not None and v != defaults[k]}
+    given["model"] = values.get("model")  # none is damage, not the default model
+    said = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(said):
+            args = script.parse_args([f"--{k.replace('_', '-')}={v}" for k, v in given.items()])
+    except SystemExit:
+        why = said.getvalue().strip().removeprefix("error: ").removesuffix(" (see --help)")
+        raise SourceError(f"{where}: a recorded flag {script.__name__}.py refuses ({why}); {DAMAGED[what]}") from None
+    for key, value in given.items():
+        if getattr(args, key) != value:  # "256" for 256, 5 for "5": not what the script writes
+            raise SourceError(f"{where}: {key} {value!r}: expected a JSON {JSON_TYPES[type(getattr(args, key))]}; "
+                              f"{DAMAGED[what]}")
     args.device, args.compile = opts.device, "auto"
     args.max_tokens = opts.max_tokens or args.max_tokens
     args.dtype = opts.dtype or args.dtype
     return args
 
 
-def threshold(opts, recorded: dict) -> float:
+def threshold(opts, info: dict, where: Path, what: str) -> float:
     """QA: --threshold, else the one the run chose on validation (recorded in its metrics.json or export)."""
-    return opts.threshold if opts.threshold is not None else recorded.get("threshold", 0.0)
+    if opts.threshold is not None:
+        return opts.threshold
+    value = info.get("threshold", 0.0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise SourceError(f"{where}: threshold {value!r}: expected a finite number; {DAMAGED[what]}")
+    return value
 
 
-def load_run(folder: Path, task: str, opts) -> Predictor:
+def load_run(folder: Path, task: str, opts, args: argparse.Namespace) -> Predictor:
     """The run as train_qa.evaluate_run rebuilds it: the base model, prepared by the run's mode, its trained weights."""
     run = RunDir(folder)
-    config, info = run.read_json("config.json"), run.read_json("metrics.json")
-    args = script_args(task, config, opts)
+    info = run.read_json("metrics.json")
+    cut = threshold(opts, info, run.file("metrics.json"), "run")
     mode = flags.mode(args)
     device = model.pick_device(args.device)
     lm, tokenizer, head = run.restore(mode, make_head(task, len(info.get("labels") or [0, 1])), args.model, device,
                                       model.pick_dtype(device, args.dtype), task)
     names = info.get("label_names") or train_cls.display_names(info.get("labels") or ["0", "1"])
-    return Predictor(task, lm, tokenizer, head, mode, args, names=names if task == "cls" else None,
-                     threshold=threshold(opts, info))
+    return Predictor(task, lm, tokenizer, head, mode, args, names=names if task == "cls" else None, threshold=cut)
 
 
-def load_export(folder: Path, task: str, opts) -> Predictor:
+def load_export(folder: Path, task: str, opts, args: argparse.Namespace) -> Predictor:
     """An --export checkpoint (or a full pushed repo): its backbone and head, read as the run read its own."""
     from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
     auto = AutoModelForSequenceClassification if task == "cls" else AutoModelForQuestionAnswering
-    device, recorded = model.pick_device(opts.device), settings(folder)
-    dtype = opts.dtype or recorded.get("dtype") or "fp32"  # the run's compute dtype (bf16 on GPUs and AMX CPUs)
-    with model.loading(str(folder)):
+    device = model.pick_device(args.device)
+    cut = threshold(opts, settings(folder), folder / model.SETTINGS_FILE, "export")
+    try:  # not model.loading: its message names a --model flag, and predict.py was given the source
         tokenizer = model.load_tokenizer(str(folder))
-        full = auto.from_pretrained(folder, dtype=model.pick_dtype(device, dtype))
+        # the run's compute dtype (bf16 on GPUs and AMX CPUs), as the export records it
+        full = auto.from_pretrained(folder, dtype=model.pick_dtype(device, args.dtype))
+    except (OSError, ValueError, SafetensorError) as e:
+        raise SourceError(f"{opts.source}: cannot load it ({hub.why(e)}); {DAMAGED['export']}") from None
     full.requires_grad_(False).eval().to(device)
     head = (full.score if task == "cls" else full.qa_outputs).float()  # the run's head computed in fp32
-    args = script_args(task, {"pooling": "last", **recorded, "model": str(folder)}, opts)
     names = None
     if task == "cls":
         names = train_cls.display_names([str(full.config.id2label.get(i, i)) for i in range(head.out_features)])
-    return Predictor(task, LM(full.base_model), tokenizer, head, Mode(), args, names=names,
-                     threshold=threshold(opts, recorded))
+    return Predictor(task, LM(full.base_model), tokenizer, head, Mode(), args, names=names, threshold=cut)
 
 
-def load_peft(folder: Path, task: str, opts) -> Predictor:
+def load_peft(folder: Path, task: str, opts, args: argparse.Namespace) -> Predictor:
     """An --export --peft folder: the base model with the run's LoRA adapters and head, read from PEFT's files."""
-    recorded, config = settings(folder), read_json(folder / PEFT_FILES[0])
+    recorded = settings(folder)
+    cut = threshold(opts, recorded, folder / model.SETTINGS_FILE, "peft")
     try:
-        lora_flags = {"lora_rank": int(config["r"]), "lora_alpha": float(config["lora_alpha"]),
-                      "lora_targets": ",".join(config["target_modules"])}
         trained = from_peft(RunDir(folder).load_weights(PEFT_FILES[1]), task)
     except (KeyError, TypeError, ValueError, RunError) as e:
         raise SourceError(f"{folder}: not a PEFT export of this project ({e}); export it again") from None
-    args = script_args(task, {**recorded, **lora_flags}, opts)
     head_state = {k.removeprefix("head."): t for k, t in trained.items() if k.startswith("head.")}
     n_labels = len(head_state.get("weight", [0, 0]))
     mode, device = flags.mode(args), model.pick_device(args.device)
@@ -230,19 +307,30 @@ def load_peft(folder: Path, task: str, opts) -> Predictor:
                                   model.pick_dtype(device, args.dtype), head_state, trained,
                                   folder / PEFT_FILES[1], folder / PEFT_FILES[1])
     names = recorded.get("label_names") or train_cls.display_names([str(i) for i in range(n_labels)])
-    return Predictor(task, lm, tokenizer, head, mode, args, names=names if task == "cls" else None,
-                     threshold=threshold(opts, recorded))
+    return Predictor(task, lm, tokenizer, head, mode, args, names=names if task == "cls" else None, threshold=cut)
 
 
-def load(folder: Path, what: str, task: str, opts) -> Predictor:
+def load(folder: Path, what: str, task: str, opts, args: argparse.Namespace) -> Predictor:
     with contextlib.redirect_stdout(sys.stderr):  # the loaders' notes; stdout carries predictions
-        return {"run": load_run, "export": load_export, "peft": load_peft}[what](folder, task, opts)
+        return {"run": load_run, "export": load_export, "peft": load_peft}[what](folder, task, opts, args)
 
 
 # ---- inputs --------------------------------------------------------------------------------------------------------
 
-def read_lines(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.strip()]
+def read_lines(opts, parse: Callable[[str, int, str], object]) -> list:
+    """parse(where, n, line) of each non-blank line of --file or stdin, numbered as an editor numbers them. Once all
+    parse, the blank lines skipped are counted on stderr: output line N is then not input line N."""
+    where, raw = (opts.file, Path(opts.file).read_bytes()) if opts.file else ("stdin", sys.stdin.buffer.read())
+    try:
+        lines = raw.decode("utf-8").removeprefix("\ufeff").split("\n")  # a BOM: as data.labelled reads files
+    except UnicodeDecodeError as e:
+        raise DataError(f"{where}: not UTF-8 (byte {e.start}); re-encode it as UTF-8") from None
+    if lines[-1] == "":
+        lines.pop()  # the newline that ends the last line starts no line
+    out = [parse(where, n, line.removesuffix("\r")) for n, line in enumerate(lines, 1) if line.strip()]
+    if skipped := len(lines) - len(out):
+        print(f"{where}: skipped {skipped} blank line(s)", file=sys.stderr)
+    return out
 
 
 def sentences(opts, columns: list[str]) -> list:
@@ -260,8 +348,6 @@ def sentences(opts, columns: list[str]) -> list:
         return list(zip(opts.text, opts.text_pair)) if pairs else opts.text
     if opts.file and Path(opts.file).suffix in (".tsv", ".csv", ".jsonl", ".json"):
         path = Path(opts.file)
-        if not path.is_file():
-            raise DataError(f"{path}: no such file")
         rows = _rows(path, None)
         fallbacks = [columns, ["text", "text_pair"]] if pairs else [columns, ["sentence"], ["text"]]
         names = train_cls.text_columns(opts.text_column) if opts.text_column else \
@@ -273,23 +359,19 @@ def sentences(opts, columns: list[str]) -> list:
                 raise DataError(f"{path}: row {n} needs text in column(s) {', '.join(names)}; name them with "
                                 "--text-column")
         return [tuple(r[k] for k in names) if pairs else r[names[0]] for r in rows]
-    where = opts.file or "stdin"
-    if opts.file and not Path(opts.file).is_file():
-        raise DataError(f"{where}: no such file")
-    lines = read_lines(Path(opts.file).read_text(encoding="utf-8") if opts.file else sys.stdin.read())
-    if not pairs:
-        return lines
-    halves = [line.split("\t") for line in lines]
-    for n, h in enumerate(halves, 1):
-        if len(h) != 2 or not all(x.strip() for x in h):
+    def pair(where: str, n: int, line: str) -> tuple[str, str]:
+        halves = tuple(line.split("\t"))
+        if len(halves) != 2 or not all(x.strip() for x in halves):
             raise DataError(f"{where}: line {n} needs two tab-separated texts (a sentence pair: {', '.join(columns)})")
-    return [tuple(h) for h in halves]
+        return halves
+    return read_lines(opts, pair if pairs else lambda where, n, line: line)
 
 
 def qa_row(row, where: str, n: int) -> Example:
-    if not isinstance(row, dict) or not all(isinstance(row.get(k), str) and row[k].strip()
-                                            for k in ("question", "context")):
+    if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in ("question", "context")):
         raise DataError(f"{where}: line {n} needs a JSON object with text `question` and `context`")
+    if empty := [k for k in ("question", "context") if not row[k].strip()]:
+        raise DataError(f"{where}: line {n}: its `{empty[0]}` is empty")
     return Example(str(row.get("id", n)), str(row.get("title", "")), row["question"], row["context"], [], [])
 
 
@@ -305,21 +387,16 @@ def questions(opts) -> list[Example]:
                 enumerate(zip(opts.question, contexts), 1)]
     if opts.file and Path(opts.file).suffix == ".json":
         with contextlib.redirect_stdout(sys.stderr):
-            return load_squad(opts.file)
-    if opts.file:
-        if not Path(opts.file).is_file():
-            raise DataError(f"{opts.file}: no such file")
-        where, text = opts.file, Path(opts.file).read_text(encoding="utf-8")
-    else:
-        where, text = "stdin", sys.stdin.read()
-    out = []
-    for n, line in enumerate(text.split("\n"), 1):
-        if line.strip():
-            try:
-                out.append(qa_row(json.loads(line), where, n))
-            except json.JSONDecodeError as e:
-                raise DataError(f"{where}: line {n} is not JSON ({e.msg})") from None
-    return out
+            return load_squad(opts.file, test=True)
+    return read_lines(opts, qa_line)
+
+
+def qa_line(where: str, n: int, line: str) -> Example:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{where}: line {n} is not JSON ({e.msg})") from None
+    return qa_row(row, where, n)
 
 
 # ---- predictions ---------------------------------------------------------------------------------------------------
@@ -328,9 +405,9 @@ def questions(opts) -> list[Example]:
 def classify(p: Predictor, texts: list, keep: bool) -> list[dict]:
     """The run's test pass (train_cls.Classifier.logits): its tokenisation, pooling, feature source and batches;
     the frozen features kept in the disk cache if `keep`."""
-    seqs = train_cls.tokenize(p.tokenizer, texts, p.args.max_length)
-    spec = train_cls.sentence_spec("predict", seqs, p.tokenizer.pad_token_id, p.args.pooling)
-    with contextlib.redirect_stdout(sys.stderr):
+    with contextlib.redirect_stdout(sys.stderr):  # its notes (texts cut to max_length); stdout carries predictions
+        seqs = train_cls.tokenize(p.tokenizer, texts, p.args.max_length, "input")
+        spec = train_cls.sentence_spec("predict", seqs, p.tokenizer.pad_token_id, p.args.pooling)
         source = p.mode.source(p.lm, spec, flags.passes(p.args, keep))
         feats = source.all(list(range(len(seqs))), [len(s) for s in seqs], p.args.max_tokens)
     probs = p.head(feats.to(p.head.weight.device)).float().softmax(-1).cpu()
@@ -369,18 +446,18 @@ def main(argv=None) -> int:
     opts = parse_args(argv)
     folder = locate(opts.source)
     what, task = kind(folder)
+    if task == "cls" and opts.threshold is not None:
+        raise SourceError(f"--threshold: {opts.source} classifies sentences, and --threshold is the no-answer "
+                          "threshold of QA: drop it")
+    args = script_args(task, what, folder, opts)
     if not (opts.text or opts.text_pair or opts.question or opts.file) and sys.stdin.isatty():
         raise DataError("nothing to predict: pass --text (sentences), --question/--context (QA) or --file, or pipe "
                         "lines into stdin")
-    if task == "cls":
-        recorded = RunDir(folder).read_json("config.json") if what == "run" else settings(folder)
-        inputs = sentences(opts, train_cls.text_columns(recorded.get("text_column") or "sentence"))
-    else:
-        inputs = questions(opts)
+    inputs = sentences(opts, train_cls.text_columns(args.text_column)) if task == "cls" else questions(opts)
     if not inputs:
         raise DataError(f"nothing to predict: {opts.file or 'stdin'} holds no " +
                         ("sentences" if task == "cls" else "questions"))
-    p = load(folder, what, task, opts)
+    p = load(folder, what, task, opts, args)
     keep = opts.file is not None  # a file may be read again; one-off --text/stdin inputs leave nothing on disk
     rows = (classify if task == "cls" else answer)(p, inputs, keep)
     lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)

@@ -14,14 +14,30 @@ from torch import nn
 import distributed
 from data.fetch import atomic_path, write_atomic, write_safetensors
 from lora import PEFT_FILES, from_peft, write_peft
-from model import load_backbone
+from features import model_fingerprint
+from model import load_backbone, resolve_model
 from modes import load_trained, trained_parameters
 
 # config keys that may change between a run and its --resume: where things go, how fast, what else is scored
 TRAINED_FILE = "adapters.safetensors"  # what an --unfreeze-last run trained in the backbone, and its head
-RESUMABLE_CHANGES = {"epochs", "resume", "overwrite", "run_name", "runs_dir", "export", "merge", "push_to_hub",
-                     "private", "push_full", "device", "compile", "max_tokens", "zero_shot", "count_params_only",
-                     "cache_features", "cache_budget_gb", "eval_run"}
+# (the data's files by path too: the "data" digest compares what they hold, so moved or copied data resumes)
+RESUMABLE_CHANGES = {"epochs", "resume", "overwrite", "run_name", "runs_dir", "export", "merge", "peft",
+                     "push_to_hub", "private", "push_full", "device", "compile", "max_tokens", "zero_shot",
+                     "count_params_only", "cache_features", "cache_budget_gb", "eval_run", "data_dir", "train_file",
+                     "eval_file"}
+
+
+# what a changed config key that is not a flag means
+CHANGED = {"data": "the data (texts or labels) changed",
+           "weights": "the model's weights changed (another Hub revision, or other files in its folder)",
+           "mode": "the training mode changed (--lora-rank / --unfreeze-last)",
+           "epochs": "--epochs may grow on --resume, not shrink"}
+
+
+def weights_known(config: dict) -> bool:
+    """Whether a run recorded its model's weights: not runs from before they were, nor a Hub model that was not
+    downloaded yet when the run began (features.model_fingerprint gives the bare id then)."""
+    return config.get("weights", config.get("model")) != config.get("model")
 
 
 class RunError(ValueError):
@@ -53,11 +69,14 @@ def write_json(path: Path, obj) -> None:
 class RunDir:
     def __init__(self, path: Path):
         self.path = Path(path)
+        self._replacing: dict | None = None  # the config of a run that --overwrite puts here at its first write
 
     @classmethod
     def open(cls, path: Path, config: dict, resume: bool, overwrite: bool) -> "RunDir":
         """The folder for a new run, or the run to resume. An existing run is never silently replaced: it needs
-        --resume (which refuses a run made with other data, model, mode or hyperparameters) or --overwrite."""
+        --resume (which refuses a run made with other data, model, mode or hyperparameters) or --overwrite, which
+        keeps the old run until this one writes its first file (its first epoch's log): a new run that fails
+        before that (a typo in a flag, a model that does not load) loses nothing."""
         run = cls(path)
         if not distributed.is_main():  # rank 0 checks and makes the folder; the others wait for it
             distributed.barrier()
@@ -66,13 +85,21 @@ class RunDir:
             raise RunError(f"{run.path} is a file, not a run folder; pass another --runs-dir or --run-name")
         # a folder holding only its config stopped before any work was saved (e.g. the model did not load)
         started = run.path.is_dir() and any(f.name != "config.json" for f in run.path.iterdir())
+        if started and not run.file("config.json").is_file():  # --overwrite removes runs, nothing else
+            raise RunError(f"{run.path} holds files but no run (no config.json); pass another --run-name or "
+                           "--runs-dir")
         if started and overwrite:
-            shutil.rmtree(run.path)
-        elif started and resume:
+            print(f"--overwrite: {run.path} is replaced when this run saves its first epoch")
+            run._replacing = config
+            distributed.barrier()
+            return run
+        if started and resume:
             run.check_same_config(config)
         elif started:
             raise RunError(f"{run.path} holds a run already; pass --resume to continue it, --overwrite to replace "
                            "it, or another --run-name")
+        elif resume:  # a job script may always pass --resume: its first start has nothing to continue
+            print(f"--resume: {run.path} holds no run yet; starting it")
         try:
             run.path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -88,9 +115,15 @@ class RunDir:
         old = self.read_json("config.json")
         differ = sorted(k for k in (set(old) | set(config)) - RESUMABLE_CHANGES
                         if k in old and k in config and old[k] != config[k])
+        if "weights" in differ and not weights_known(old):
+            differ.remove("weights")
+        if "model" in differ and weights_known(old) and "weights" not in differ:  # the same weights, moved
+            differ.remove("model")
+        if config.get("epochs", 0) < old.get("epochs", 0):
+            differ.append("epochs")
         if differ:
-            what = "; ".join("the data (texts or labels) changed" if k == "data" else
-                             f"--{k.replace('_', '-')} was {old[k]!r}, now {config[k]!r}" for k in differ)
+            what = "; ".join(CHANGED.get(k) or f"--{k.replace('_', '-')} was {old[k]!r}, now {config[k]!r}"
+                             for k in differ)
             raise RunError(f"--resume: {self.path} was made otherwise ({what}); resume with its own flags, or "
                            "start a new run (--run-name, or --overwrite)")
 
@@ -99,21 +132,37 @@ class RunDir:
 
     def read_json(self, name: str) -> dict:
         try:
-            return json.loads(self.file(name).read_text())
+            obj = json.loads(self.file(name).read_text())
         except (OSError, ValueError) as e:
-            raise RunError(f"{self.file(name)} does not read as JSON ({type(e).__name__}); the run folder is "
-                           "damaged: train it again (--overwrite)") from None
+            obj, why = None, type(e).__name__
+        else:
+            why = f"a JSON {type(obj).__name__}, not an object"
+        if not isinstance(obj, dict):
+            raise RunError(f"{self.file(name)} does not read as a run's JSON ({why}); the run folder is damaged: "
+                           "train it again (--overwrite)")
+        return obj
 
     def write_config(self, config: dict) -> None:
         write_json(self.file("config.json"), config)
 
+    def _claim(self) -> None:
+        """Before any write: a run that --overwrite replaces is cleared now, and this run's config written."""
+        if self._replacing is not None:
+            config, self._replacing = self._replacing, None
+            shutil.rmtree(self.path)
+            self.path.mkdir(parents=True)
+            self.write_config(config)
+
     def write_metrics(self, info: dict) -> None:
+        self._claim()
         write_json(self.file("metrics.json"), info)
 
     def write_log(self, rows: list[dict]) -> None:
+        self._claim()
         write_atomic(self.file("log.jsonl"), "".join(strict_json(r).replace("\n", "") + "\n" for r in rows))
 
     def save_checkpoint(self, state: dict) -> None:
+        self._claim()
         with atomic_path(self.file("ckpt.pt")) as tmp:
             torch.save(state, tmp)
 
@@ -129,6 +178,7 @@ class RunDir:
                            "scratch, or --overwrite") from None
 
     def save_weights(self, name: str, tensors: dict[str, torch.Tensor]) -> None:
+        self._claim()
         write_safetensors(self.file(name), {k: t.detach().cpu().contiguous() for k, t in tensors.items()})
 
     def load_weights(self, name: str) -> dict[str, torch.Tensor]:
@@ -142,7 +192,7 @@ class RunDir:
         """head.safetensors, and what else trained, once: a LoRA run's adapters (and head) in PEFT's format, so the
         folder and its push load with PeftModel.from_pretrained on the base model `base`; the top blocks of an
         --unfreeze-last run in adapters.safetensors, keyed by module path (modes.trained_parameters)."""
-        self.save_weights("head.safetensors", head.state_dict())
+        self.save_weights("head.safetensors", head.state_dict())  # claims the folder before write_peft
         if adapter := mode.peft(backbone, head, task, base):
             write_peft(self.path, adapter)
         elif mode.trains_backbone:
@@ -166,10 +216,14 @@ class RunDir:
             raise RunError(f"{path}: {e}; the run folder is damaged: train it again (--overwrite)") from None
 
     def restore(self, mode, make_head, model_name: str, device: torch.device, dtype: torch.dtype, task: str):
-        """(lm, tokenizer, head) as the run trained them (see rebuild). The run's files are read first, so a damaged
-        run fails before the backbone loads."""
+        """(lm, tokenizer, head) as the run trained them (see rebuild). The run's files are read, and the model's
+        weights checked against those it trained on, before the backbone loads: a damaged run fails fast."""
         state = self.load_weights("head.safetensors")
         trained = self.load_trained(task) if mode.trains_backbone else None
+        config = self.read_json("config.json")
+        if weights_known(config) and model_fingerprint(resolve_model(model_name)) != config["weights"]:
+            raise RunError(f"{self.path} was trained on other weights of {model_name} (another Hub revision, or "
+                           "other files in its folder); load the run's own model, or train it again on this one")
         return rebuild(mode, make_head, model_name, device, dtype, state, trained, self.file("head.safetensors"),
                        self.trained_file())
 

@@ -34,7 +34,7 @@ from data.split import stratified_split
 from features import backbone_passes
 from metrics.classification import classification_metrics, matthews_corrcoef
 from modes import FeatureSpec, Mode, Source, count_params
-from rundir import RunDir, fingerprint
+from rundir import fingerprint
 from tables import results_table
 
 TABLE_KEYS = ["accuracy", "precision", "recall", "f1", "loss"]
@@ -195,6 +195,13 @@ def tokenize(tokenizer, texts: list, max_length: int, name: str = "") -> list[li
     return [s[:max_length] for s in ids]
 
 
+def cut_texts(tokenizer, texts: list[str], max_tokens: int) -> list[str]:
+    """Each text cut after its first max_tokens tokens, at a character boundary (the tokenizer's offsets): what
+    a prompt holds of a text, so the prompt's own words after it are never what a cut removes."""
+    offsets = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    return [t if len(o) <= max_tokens else t[:o[max_tokens - 1][1]] for t, o in zip(texts, offsets)]
+
+
 def sentence_spec(name: str, seqs: list[list[int]], pad_id: int, pooling: str) -> FeatureSpec:
     """One pooled vector per sentence."""
     return FeatureSpec(name, seqs, pad_id, lambda idx, hidden, mask: model.pool(hidden, mask, pooling).float()
@@ -257,9 +264,11 @@ def zero_shot(lm, tokenizer, texts: list, prompt: str, words: list[str], max_len
     """Class log-likelihoods of the LM's answer word for each label after the prompt (lm-eval-harness's, for the
     GLUE tasks), whose {a} (and {b}) the text (pair) fills."""
     words = [tokenizer(w, add_special_tokens=False)["input_ids"] for w in words]
-    filled = [prompt.format(**dict(zip("ab", (part.strip() for part in (t if isinstance(t, tuple) else (t,))))))
-              for t in texts]
-    prompts = tokenize(tokenizer, filled, max_length)
+    parts = [[part.strip() for part in (t if isinstance(t, tuple) else (t,))] for t in texts]
+    cut = [cut_texts(tokenizer, [p[k] for p in parts], max_length) for k in range(len(parts[0]))]
+    if n_cut := sum(a != b for k, column in enumerate(cut) for a, b in zip(column, (p[k] for p in parts))):
+        print(f"zero-shot: {n_cut} texts cut to {max_length} tokens (--max-length); the prompt around them is whole")
+    prompts = tokenize(tokenizer, [prompt.format(**dict(zip("ab", row))) for row in zip(*cut)], 10**9)
     # A word's last token needs no input position, so single-token words share one pass per prompt.
     seqs = list(dict.fromkeys(tuple(p + w[:-1]) for p in prompts for w in words))
     row_of = {s: i for i, s in enumerate(seqs)}
@@ -308,12 +317,12 @@ def main(argv=None) -> int:
     metrics = task.metrics if task else ("accuracy", "f1")
     digest = fingerprint(split.train_all.texts, split.train_all.labels,
                          *[x for test in split.tests.values() for x in (test.texts, test.labels)])
-    config = {**vars(args), "mode": mode.name, "data": digest}  # --resume must find the same
-    run = RunDir.open(flags.run_name(args, args.task, mode), config, args.resume, args.overwrite)
+    run = flags.open_run(args, args.task, mode, digest)
 
     # 2. the backbone, and the features each split reads (cached while the backbone is frozen)
     t0 = time.perf_counter()
-    lm, tokenizer = model.load_backbone(args.model, device, model.pick_dtype(device, args.dtype))
+    dtype = model.pick_dtype(device, args.dtype)
+    lm, tokenizer = model.load_backbone(args.model, device, dtype)
     print(f"backbone {args.model} on {device} in {lm.dtype} ({time.perf_counter() - t0:.1f} s)")
     seqs = {name: tokenize(tokenizer, data.texts, args.max_length, name)
             for name, data in (("train", split.train_all), *split.tests.items())}
@@ -361,7 +370,8 @@ def main(argv=None) -> int:
     base, export = model.resolve_model(args.model), None
     run.save_trained(clf.head, lm.model, mode, "cls", base)
     if args.export:  # with what predict.py needs to read inputs as this run did
-        settings = {"task": args.task, "model": args.model, "dtype": args.dtype, "max_length": args.max_length,
+        settings = {"task": args.task, "model": args.model, "dtype": model.dtype_name(dtype),
+                    "max_length": args.max_length,
                     "pooling": args.pooling, "text_column": args.text_column, "label_names": split.display}
         export = model.export(Path(args.export), args.model, "cls", clf.head, tokenizer, settings, split.display,
                               lm.model, mode.peft(lm.model, clf.head, "cls", base) if args.peft else None)

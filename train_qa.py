@@ -30,17 +30,20 @@ from data.fetch import DataUnavailable, fetch_file, write_atomic
 from data.labelled import DataError
 from data.split import stratified_split
 from data.squad import choose_threshold, make_windows, postprocess, predictions
-from data.squad_json import load_squad, split_articles, to_squad_json
+from data.squad_json import load_squad, split_articles, to_squad_json, trainable
 from features import data_fingerprint
 from metrics.squad import score
 from modes import FeatureSpec, Mode, Source, count_params
-from rundir import RunDir, fingerprint
+from rundir import RunDir, RunError, fingerprint
 from tables import results_table
 
 ZERO_SHOT_PROMPT = ("Answer the question with a short span copied from the context. If the context does not "
                     "contain the answer, reply \"unanswerable\".\n\nContext: {context}\nQuestion: {question}\nAnswer:")
 TABLE_KEYS = ["exact", "f1", "HasAns_f1", "NoAns_f1", "best_f1", "bleu", "rougeL", "meteor"]
 WINDOW_FLAGS = ("max_length", "doc_stride", "max_question_tokens", "layout", "n_best", "max_answer_length")
+# what --eval-run reads from the command line (the rest comes from the run): the test set and how to run on it
+EVAL_RUN_FLAGS = ("eval_run", "runs_dir", "eval_file", "max_eval_examples", "seed", "device", "max_tokens", "compile",
+                  "cache_features", "cache_budget_gb")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -64,7 +67,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cache-budget-gb", type=float, default=50.0)
     p.add_argument("--eval-run", metavar="RUN_DIR", help="evaluate a trained run's head on the test set, no training "
                    "('latest': the newest QA run under --runs-dir)")
-    return flags.parse(p, argv)
+    args = flags.parse(p, argv)
+    if args.doc_stride >= args.max_length - args.max_question_tokens:
+        p.error(f"--doc-stride {args.doc_stride}: must be under --max-length minus --max-question-tokens "
+                f"({args.max_length - args.max_question_tokens}), the context room of a window; lower it")
+    if args.article_split and args.train_file:
+        p.error("--article-split trains and tests on the articles of --eval-file; it takes no --train-file")
+    if args.eval_run and (ignored := sorted(flags.given(p, args, argv) - set(EVAL_RUN_FLAGS))):
+        p.error(f"--eval-run evaluates a run as it trained: {', '.join('--' + k.replace('_', '-') for k in ignored)} "
+                f"would be ignored; it takes only {', '.join('--' + k.replace('_', '-') for k in EVAL_RUN_FLAGS)}")
+    return args
 
 
 def subsample(examples, n, seed):
@@ -80,11 +92,20 @@ def load_sets(args):
     try:
         test_path = args.eval_file or fetch_file("squad_v2_dev")
         if args.article_split:
-            train, test = split_articles(load_squad(test_path), args.article_split, args.seed)
+            examples = load_squad(test_path, test=True)
+            if len({ex.title for ex in examples}) < 2:
+                raise DataError(f"{test_path}: --article-split needs at least 2 articles (titles) to put whole "
+                                "ones on each side; the file holds 1: pass a file with more, or --train-file")
+            train, test = split_articles(examples, args.article_split, args.seed)
+            train = trainable(train)
         else:
-            train, test = load_squad(args.train_file or fetch_file("squad_v2_train")), load_squad(test_path)
+            train = load_squad(args.train_file or fetch_file("squad_v2_train"))
+            test = load_squad(test_path, test=True)
     except DataUnavailable as e:
         raise DataUnavailable(str(e) + hint) from None
+    if args.train_file and Path(args.train_file).resolve() == Path(test_path).resolve():
+        print(f"warning: --train-file and --eval-file are both {test_path}: the test scores are on training data",
+              file=sys.stderr)
     return subsample(train, args.max_train_examples, args.seed), subsample(test, args.max_eval_examples, args.seed)
 
 
@@ -263,11 +284,14 @@ def main(argv=None) -> int:
     for name, part in sets.items():
         answerable = sum(ex.has_answer for ex in part)
         print(f"{name:>10}: {len(part):6d} questions ({answerable} answerable, {len(part) - answerable} not)")
-    config = {**vars(args), "mode": mode.name, "data": fingerprint(*(to_squad_json(s) for s in sets.values()))}
-    run = RunDir.open(flags.run_name(args, "squad", mode), config, args.resume, args.overwrite)
+    with model.loading(args.model):
+        tokenizer = model.load_tokenizer(model.resolve_model(args.model))
+    windows_for([], tokenizer, args)  # the window flags leave room for a context: checked before any work
+    run = flags.open_run(args, "squad", mode, fingerprint(*(to_squad_json(s) for s in sets.values())))
 
     # 2. the backbone, and the features each split's windows read
-    lm, tokenizer = model.load_backbone(args.model, device, model.pick_dtype(device, args.dtype))
+    dtype = model.pick_dtype(device, args.dtype)
+    lm, tokenizer = model.load_backbone(args.model, device, dtype)
     t0 = time.perf_counter()
     windows, sources = sources_for(mode, lm, tokenizer, sets, args)
     feature_s = time.perf_counter() - t0
@@ -305,7 +329,7 @@ def main(argv=None) -> int:
     base, export = model.resolve_model(args.model), None
     run.save_trained(reader.head, lm.model, mode, "qa", base)
     if args.export:  # with what predict.py needs to answer as this run did: its windows and threshold
-        settings = {"task": "squad_v2", "model": args.model, "dtype": args.dtype, "threshold": threshold,
+        settings = {"task": "squad_v2", "model": args.model, "dtype": model.dtype_name(dtype), "threshold": threshold,
                     **{k: getattr(args, k) for k in WINDOW_FLAGS}}
         export = model.export(Path(args.export), args.model, "qa", reader.head, tokenizer, settings,
                               backbone=lm.model, adapter=mode.peft(lm.model, reader.head, "qa", base) if args.peft
@@ -337,11 +361,17 @@ def print_results(results: dict, n_test: int, threshold: float, folder: Path) ->
           f"--na-prob-file {folder}/na_prob.json")
 
 
+def is_qa_run(folder: Path) -> bool:
+    try:
+        return RunDir(folder).read_json("metrics.json").get("task") == "squad_v2"
+    except RunError:  # a damaged or foreign folder beside the runs is not the latest QA run
+        return False
+
+
 def qa_run(runs_dir: Path, name: str) -> tuple[RunDir, dict, dict]:
     """(run, its config, its metrics) for --eval-run: a folder, or 'latest' (the newest QA run under runs_dir)."""
     if name == "latest":
-        found = sorted((p.stat().st_mtime, p.parent) for p in runs_dir.glob("*/metrics.json")
-                       if RunDir(p.parent).read_json("metrics.json").get("task") == "squad_v2")
+        found = sorted((p.stat().st_mtime, p.parent) for p in runs_dir.glob("*/metrics.json") if is_qa_run(p.parent))
         if not found:
             raise DataUnavailable(f"no trained QA run under {runs_dir}/; run `make demo-qa` or train_qa.py first")
         name = found[-1][1]
@@ -357,19 +387,22 @@ def evaluate_run(args) -> int:
     """`make eval-squad`: a trained run (head, and adapters or blocks if it trained them) on the test set (its own,
     or --eval-file), with its threshold; written into RUN/eval/, beside the run's own files."""
     run, config, info = qa_run(Path(args.runs_dir), args.eval_run)
-    for key in ("model", "dtype", *WINDOW_FLAGS):
-        setattr(args, key, config[key])
+    for key in ("model", "dtype", *WINDOW_FLAGS):  # absent in runs from before the flag: its default then
+        setattr(args, key, config.get(key, getattr(args, key)))
     for key in ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "unfreeze_last"):  # absent: head only
         setattr(args, key, config.get(key, getattr(args, key)))
     mode = flags.mode(args)
-    test = subsample(load_squad(args.eval_file or run.file("test_data.json")), args.max_eval_examples, args.seed)
+    test = subsample(load_squad(args.eval_file or run.file("test_data.json"), test=True), args.max_eval_examples,
+                     args.seed)
     device = model.pick_device(args.device)
     lm, tokenizer, head = run.restore(mode, model.qa_head, args.model, device, model.pick_dtype(device, args.dtype),
                                       "qa")
     windows, sources = sources_for(mode, lm, tokenizer, {"test": test}, args)
     reader = Reader(head, {"test": test}, windows, sources, args)
     result, preds, na_prob = reader.test(info["threshold"])
-    out = run.path / "eval"
+    # one folder per test set evaluated, so evaluating on another file never replaces an earlier evaluation
+    name = Path(args.eval_file).stem if args.eval_file else "test_data"
+    out = run.path / "eval" / (name + (f"-n{args.max_eval_examples}-s{args.seed}" if args.max_eval_examples else ""))
     write_predictions(out, test, preds, na_prob)
     write_atomic(out / "metrics.json", json.dumps(result, indent=1))
     print_results({"after": result}, len(test), info["threshold"], out)

@@ -99,9 +99,10 @@ def atomic_path(path: str | Path):
     an exception, that file replaces `path` atomically, so readers see the old file or the new
     one, never half of it, even after a crash.
 
-    - regular file (or new path): a temp file in the same folder, with the old file's permission
-      bits (a new file gets the umask's), fsynced and os.replace'd onto the target, the folder
-      fsynced after; on any failure, including KeyboardInterrupt, the temp file is removed.
+    - regular file (or new path): a temp file in the same folder, fsynced and os.replace'd onto the
+      target, the folder fsynced after; it ends with the old file's permission bits, or a new file's
+      (0666 less the umask, as open() gives), whatever the writer did to it; on any failure,
+      including KeyboardInterrupt, the temp file is removed.
     - symlink: written THROUGH: its final target is replaced (or created, if dangling); the link
       itself is kept.
     - existing FIFO, character/block device or socket: yields `path` itself, written directly
@@ -128,10 +129,12 @@ def atomic_path(path: str | Path):
     try:
         if st is not None:
             os.fchmod(fd, stat.S_IMODE(st.st_mode))
+        mode = stat.S_IMODE(os.fstat(fd).st_mode)  # read back: the umask's effect, with no os.umask() race
         os.close(fd)
         fd = -1
         yield tmp
         fd = os.open(tmp, os.O_RDONLY)
+        os.fchmod(fd, mode)  # again: a writer may replace the temp file (newer safetensors write a new 0600 file)
         os.fsync(fd)  # the data reaches the disk before the name points at it
         os.close(fd)
         fd = -1

@@ -22,6 +22,8 @@ def _rows(path: Path, fieldnames: list[str] | None) -> list[dict]:
         raw = path.read_bytes().decode("utf-8").removeprefix("\ufeff")  # spreadsheet exports start with a BOM
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 (byte {e.start}); re-encode the file as UTF-8") from None
+    except (IsADirectoryError, PermissionError) as e:  # a missing file is named earlier, with the flag to pass
+        raise DataError(f"{path}: cannot read it ({e.strerror}); pass a .tsv, .csv or .jsonl file") from None
     if path.suffix in (".jsonl", ".json"):
         rows = []
         for n, line in enumerate(raw.split("\n"), 1):  # not splitlines(): JSON strings may hold U+2028

@@ -36,6 +36,10 @@ def _answer_tokens(offsets: list[tuple[int, int]], start: int, text: str) -> tup
             bisect.bisect_left(offsets, stop, key=lambda o: o[0]) - 1)
 
 
+class WindowError(ValueError):
+    """Window sizes (the scripts' flags of the same names) that leave no room for a context stride."""
+
+
 def make_windows(examples: list[Example], tokenizer, max_length: int = 384, doc_stride: int = 128,
                  max_question_tokens: int = 64, echo: bool = False) -> list[Window]:
     """Windows of at most max_length tokens, in example order; long contexts get several windows,
@@ -65,9 +69,11 @@ def make_windows(examples: list[Example], tokenizer, max_length: int = 384, doc_
         room = (room - len(again)) // 2
         doc_stride = min(doc_stride, room // 2)
     if room <= doc_stride:
-        raise ValueError(f"max_length={max_length} leaves {room} context tokens per window next to a "
-                         f"question of max_question_tokens={max_question_tokens}, not more than "
-                         f"doc_stride={doc_stride}; raise max_length or lower doc_stride/max_question_tokens")
+        raise WindowError(f"--max-length {max_length} leaves {room} context tokens per window next to a question "
+                          f"of --max-question-tokens {max_question_tokens}, not more than --doc-stride {doc_stride}; "
+                          "raise --max-length or lower --doc-stride / --max-question-tokens")
+    if not examples:  # the sizes alone were asked about (and a tokenizer cannot encode an empty batch)
+        return []
 
     contexts = list(dict.fromkeys(ex.context for ex in examples))
     encoded = tokenizer(contexts, add_special_tokens=False, return_offsets_mapping=True)

@@ -16,12 +16,14 @@ are handled and counted in a LoadReport:
     in the context, becomes the answer (start and text taken from the context); otherwise the answer is
     dropped, counted as ambiguous (several hits) or missing (none, or blank answer text);
   - an answerable question left with no answers is skipped.
+A test set (read_squad(test=True)) keeps every question instead, with its file's gold answers, so its scores are
+the official script's on that file: such questions are answered and scored; they only lack a span label.
 A missing title becomes "data[i]" so that split_articles still keeps such articles apart.
 """
 import json
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from random import Random
 
@@ -41,10 +43,17 @@ class Example:
     context: str
     answers: list[str]  # empty for unanswerable questions
     answer_starts: list[int]  # char offsets into context, context[s:s+len(a)] == a
+    # a test question's gold answers as its file has them, (text, answer_start): what scoring compares with, even
+    # those that cannot be located in the context; None: the located answers are all there is (training data)
+    gold: list[tuple[str, int | None]] | None = None
 
     @property
     def has_answer(self) -> bool:
+        """Whether a located answer gives the question's span label (training, validation)."""
         return bool(self.answers)
+
+    def gold_answers(self) -> list[tuple[str, int | None]]:
+        return self.gold if self.gold is not None else list(zip(self.answers, self.answer_starts))
 
 
 @dataclass
@@ -58,6 +67,7 @@ class LoadReport:
     answers_missing: int = 0  # dropped: not found in the context at all
     questions_without_answers: int = 0  # skipped: answerable, but none of its answers survived
     reading: "ReadNotes" = field(default_factory=lambda: ReadNotes())  # ambiguities, warned on stderr
+    kept: bool = False  # a test set: the questions above are kept (answered and scored), not skipped
 
     def __bool__(self) -> bool:  # true when something was repaired or skipped
         return any((self.empty_context_questions, self.starts_fixed, self.answers_ambiguous,
@@ -65,9 +75,11 @@ class LoadReport:
 
     def __str__(self) -> str:
         return (f"{self.answerable} answerable + {self.unanswerable} unanswerable questions; "
-                f"skipped {self.empty_context_questions} with empty context and "
-                f"{self.questions_without_answers} answerable ones left without answers; "
-                f"fixed {self.starts_fixed} answer starts; dropped {self.answers_missing} answers "
+                f"{'kept (answered, and scored against the file' + chr(39) + 's answers)' if self.kept else 'skipped'} "
+                f"{self.empty_context_questions} with empty context and "
+                f"{self.questions_without_answers} answerable ones left without located answers; "
+                f"fixed {self.starts_fixed} answer starts; {'located no' if self.kept else 'dropped'} "
+                f"{self.answers_missing} answers "
                 f"not found and {self.answers_ambiguous} found ambiguously")
 
 
@@ -259,19 +271,18 @@ def load_json(path: str | Path):
         raise SquadFormatError(f"{path}: holds {e}, too long to be a SQuAD value") from None
 
 
-def read_squad(path: str | Path) -> tuple[list[Example], LoadReport]:
+def read_squad(path: str | Path, test: bool = False) -> tuple[list[Example], LoadReport]:
     """Examples of a SQuAD v1/v2 file in file order, and the report of what was fixed or skipped.
     Which questions exist and which are answerable: read_questions (shared with metrics.squad).
     On top of that, training needs each answer located in its context (see the module docstring):
-    answers that cannot be located are dropped, and a question left without answers is skipped."""
+    answers that cannot be located are dropped, and a question left without answers is skipped (trainable).
+    test=True (a set to answer and score): every question is kept, as the official script scores them all, with
+    its file's gold answers (Example.gold); one without a located answer gets no span label."""
     questions, notes = read_questions(path)
-    examples, report = [], LoadReport(reading=notes)
+    examples, report = [], LoadReport(reading=notes, kept=test)
     for q in questions:
-        if not q.context.strip():
-            report.empty_context_questions += 1
-            continue
         answers, starts = [], []
-        for text, start in q.answers:
+        for text, start in q.answers if q.context.strip() else []:
             status, start, text = _align(q.context, text, start)
             if status in ("ok", "fixed"):
                 answers.append(text)
@@ -279,20 +290,27 @@ def read_squad(path: str | Path) -> tuple[list[Example], LoadReport]:
             report.starts_fixed += status == "fixed"
             report.answers_ambiguous += status == "ambiguous"
             report.answers_missing += status == "missing"
-        if q.has_answer and not answers:
-            report.questions_without_answers += 1
-            continue
-        report.answerable += q.has_answer
-        report.unanswerable += not q.has_answer
-        examples.append(Example(q.id, q.title, q.question, q.context, answers, starts))
+        report.empty_context_questions += not q.context.strip()
+        report.questions_without_answers += bool(q.context.strip() and q.has_answer and not answers)
+        examples.append(Example(q.id, q.title, q.question, q.context, answers, starts, gold=list(q.answers)))
+    if not test:
+        examples = trainable(examples)
+    report.answerable = sum(bool(ex.gold_answers()) for ex in examples)
+    report.unanswerable = len(examples) - report.answerable
     if not examples:
         raise SquadFormatError(f"{path}: every question was skipped ({report})")
     return examples, report
 
 
-def load_squad(path: str | Path) -> list[Example]:
-    """read_squad, printing the report's one line when something was fixed or skipped."""
-    examples, report = read_squad(path)
+def trainable(examples: list[Example]) -> list[Example]:
+    """The examples training can learn from, as training data (gold: the located answers): a context, and a located
+    answer wherever the file gives answers."""
+    return [replace(ex, gold=None) for ex in examples if ex.context.strip() and (ex.answers or not ex.gold)]
+
+
+def load_squad(path: str | Path, test: bool = False) -> list[Example]:
+    """read_squad, printing the report's one line when something was fixed, kept or skipped."""
+    examples, report = read_squad(path, test)
     if report:
         print(f"{path}: {report}")
     return examples
@@ -316,8 +334,9 @@ def to_squad_json(examples: list[Example]) -> dict:
     """Official-format JSON of these examples, grouped by article and context (for scoring a subset)."""
     articles: dict[str, dict[str, list]] = {}
     for ex in examples:
-        qa = {"id": ex.id, "question": ex.question, "is_impossible": not ex.has_answer,
-              "answers": [{"text": a, "answer_start": s} for a, s in zip(ex.answers, ex.answer_starts)]}
+        gold = ex.gold_answers()
+        qa = {"id": ex.id, "question": ex.question, "is_impossible": not gold,
+              "answers": [{"text": a, "answer_start": s} for a, s in gold]}
         articles.setdefault(ex.title, {}).setdefault(ex.context, []).append(qa)
     return {"version": "v2.0", "data": [
         {"title": title, "paragraphs": [{"context": c, "qas": qas} for c, qas in paragraphs.items()]}

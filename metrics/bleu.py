@@ -92,7 +92,7 @@ def bleu(predictions: list[str], references: list, max_order: int = 4) -> dict:
                 matches[n - 1] += sum(min(c, max_ref_counts[g]) for g, c in counts.items())  # clipped
             possible[n - 1] += max(len(words) - n + 1, 0)
     if reference_length == 0:
-        raise MetricsInputError("BLEU: every reference is empty")
+        raise MetricsInputError("BLEU: every reference is empty (no words after 13a tokenisation)")
     precisions = [m / p if p else 0.0 for m, p in zip(matches, possible)]
     geo_mean = math.exp(sum(math.log(p) / max_order for p in precisions)) if min(precisions) > 0 else 0.0
     ratio = translation_length / reference_length

@@ -8,13 +8,13 @@ format_scores() of it is the CLI's text (strict JSON: never NaN or Infinity).
 The data file is read by data.squad_json.read_questions, the one reading of SQuAD JSON that training
 shares (which questions exist and which are answerable: the official script's rules; ambiguous
 files get a one-line warning on stderr). Bad input raises MetricsInputError (the CLI prints its
-one-line message and exits 2). A failed --out write still prints the scores, then its one-line
-error, exit 2.
+one-line message and exits 2), as is an --out that is one of the input files. A failed --out write
+still prints the scores, then its one-line error, exit 2.
 """
-import argparse
 import json
 import math
 import numbers
+import os
 import re
 import string
 import sys
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from data.fetch import DataUnavailable, fetch_file, write_atomic
 from data.squad_json import Question, SquadFormatError, read_questions
-from metrics import MetricsInputError
+from metrics import CliParser, MetricsInputError
 from metrics.bleu import bleu
 from metrics.meteor import meteor
 from metrics.rouge import rouge
@@ -177,7 +177,6 @@ def _checked_na_probs(na_probs, gold: dict, source: str | Path | None = None) ->
     problems = [
         ("are not numbers", lambda v: v is None),
         ("are NaN or infinite (or too large for a float)", lambda v: not math.isfinite(v)),
-        ("are negative", lambda v: v < 0),
     ]
     for problem, is_bad in problems:
         bad = [q for q, v in values.items() if is_bad(v)]
@@ -189,9 +188,12 @@ def _checked_na_probs(na_probs, gold: dict, source: str | Path | None = None) ->
     missing = [q for q in gold if q not in na_probs]
     if missing:
         raise MetricsInputError(f"{where}no-answer probabilities missing for {len(missing)} of {len(gold)} questions ({_examples(missing)})")
-    above_one = sum(v > 1 for v in values.values())
-    if above_one:
-        print(f"warning: {above_one} of {len(na_probs)} no-answer probabilities are above 1{f' ({source})' if source else ''}; "
+    # e.g. Hugging Face's null-odds files hold score differences, negative ones too: the official
+    # script only compares and sorts them, so they are scored as it scores them
+    outside = sum(not 0 <= v <= 1 for v in values.values())
+    if outside:
+        where = f" ({source})" if source else ""
+        print(f"warning: {outside} of {len(na_probs)} no-answer probabilities are outside [0, 1]{where}; "
               "used as unnormalised scores, as the official script does", file=sys.stderr)
     return values  # file order: it breaks ties in best-threshold search
 
@@ -258,14 +260,20 @@ def _evaluate(gold: dict[str, list[str]], preds: dict, na_probs, na_prob_thresh:
 def score(dataset, preds: dict[str, str], na_probs: dict[str, float] | None = None, *,
           na_prob_file: str | Path | None = None) -> dict:
     """What `python -m metrics.squad` prints: {"squad_v2": evaluate(...), "bleu", "rouge",
-    "meteor", "n_answerable_scored"}; the text metrics are over the answerable questions only
-    (None if there are none), each prediction against all its gold answers."""
+    "meteor", "n_answerable_scored"}; the text metrics are over the answerable questions only,
+    each prediction against all its gold answers. A text metric is None if there are no answerable
+    questions, or if it refuses this data (e.g. BLEU where every gold answer is blank): a warning
+    on stderr says why, and the official numbers stand."""
     gold = gold_answers(dataset)  # read once: one warning, if any
     result = {"squad_v2": _evaluate(gold, preds, na_probs, NA_PROB_THRESH, na_prob_file)}
     answerable = {qid: answers for qid, answers in gold.items() if answers}
     predictions, references = [preds[q] for q in answerable], list(answerable.values())
     for name, metric in (("bleu", bleu), ("rouge", rouge), ("meteor", meteor)):
-        result[name] = metric(predictions, references) if answerable else None
+        try:
+            result[name] = metric(predictions, references) if answerable else None
+        except MetricsInputError as e:  # WordNetMissing is no property of the data: it still fails
+            print(f"warning: {name} reported as null: {e}", file=sys.stderr)
+            result[name] = None
     result["n_answerable_scored"] = len(answerable)
     return result
 
@@ -301,16 +309,35 @@ def format_scores(result: dict) -> str:
     return json.dumps(result, indent=1, allow_nan=False)
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)  # links and other spellings of one file too
+    except OSError:  # one does not exist (yet): where the paths lead
+        return a.resolve() == b.resolve()
+
+
+def _check_out(out: Path, inputs: dict[str, Path | None]) -> None:
+    """Refuses an --out that is one of the inputs, before the scores overwrite it."""
+    for what, path in inputs.items():
+        if path is not None and _same_file(out, path):
+            raise MetricsInputError(f"--out {out} is the {what} {path}: the scores would overwrite it; "
+                                    "pass another --out path")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m metrics.squad", description=__doc__.split("\n\n")[0])
+    parser = CliParser(prog="python -m metrics.squad", description=__doc__.split("\n\n")[0])
     parser.add_argument("predictions", type=Path, help='JSON {question id: answer text}, "" for no answer')
     parser.add_argument("--data", type=Path, help="SQuAD-format JSON (default: the SQuAD 2.0 dev set, fetched)")
     parser.add_argument("--na-prob-file", type=Path, help="JSON {question id: no-answer probability}")
-    parser.add_argument("--out", type=Path, help="also write the scores to this file (atomically; if that "
-                        "fails, the scores are still printed, then the error, exit 2)")
+    parser.add_argument("--out", type=Path, help="also write the scores to this file, not one of the inputs "
+                        "(atomically; if that fails, the scores are still printed, then the error, exit 2)")
     args = parser.parse_args(argv)
     try:
-        dataset = load_dataset(args.data or _default_data())
+        data = args.data or _default_data()
+        if args.out:
+            _check_out(args.out, {"predictions file": args.predictions, "--data file": data,
+                                  "--na-prob-file": args.na_prob_file})
+        dataset = load_dataset(data)
         preds = read_json(args.predictions, "predictions file")
         na_probs = read_json(args.na_prob_file, "no-answer probability file") if args.na_prob_file else None
         text = format_scores(score(dataset, preds, na_probs, na_prob_file=args.na_prob_file))

@@ -8,7 +8,6 @@ Debian's WordNet 3.0 (packages wordnet-base and wordnet-sense-index, in /usr/sha
 into <sys.prefix>/nltk_data, where nltk looks by itself; else print the commands that
 install it and exit 1.
 """
-import argparse
 import contextlib
 import functools
 import io
@@ -22,6 +21,8 @@ from pathlib import Path
 
 import nltk
 from nltk.corpus.reader.wordnet import WordNetCorpusReader
+
+from metrics import CliParser
 
 DEBIAN_DIR = Path("/usr/share/wordnet")
 INSTALL_DIR = Path(sys.prefix) / "nltk_data" / "corpora" / "wordnet"
@@ -154,7 +155,7 @@ def install() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m metrics.wordnet", description=__doc__.split("\n")[0])
+    parser = CliParser(prog="python -m metrics.wordnet", description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=["install", "check"])
     if parser.parse_args(argv).command == "install":
         return install()

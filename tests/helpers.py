@@ -51,3 +51,26 @@ def crash_in_epoch(epoch: int):
         print_row(row, header)
     with mock.patch.object(loop, "print_row", crash), pytest.raises(RuntimeError, match="simulated crash"):
         yield
+
+
+class StubApi:
+    """Records what a real HfApi would have been asked; optionally fails like the Hub."""
+    def __init__(self, error: Exception | None = None):
+        self.error, self.calls = error, {}
+
+    def create_repo(self, repo_id, token=None, private=None, exist_ok=False):
+        if self.error:
+            raise self.error
+        self.calls["create_repo"] = dict(repo_id=repo_id, private=private, exist_ok=exist_ok)
+        return f"https://huggingface.co/{repo_id}"
+
+    def create_commit(self, repo_id, operations, *, commit_message, token=None):
+        def read(op):
+            with op.as_file() as f:
+                return f.read()
+        self.calls["files"] = {op.path_in_repo: read(op) for op in operations}
+        self.calls["uploaded"] = sorted(self.calls["files"])
+        self.calls["message"] = commit_message
+
+    def card(self) -> str:
+        return self.calls["files"]["README.md"].decode()

@@ -44,6 +44,31 @@ def test_new_and_replaced_regular_files(tmp_path):
     assert names(path.parent) == ["out.json"]
 
 
+def test_new_files_get_opens_mode_and_old_files_keep_theirs(tmp_path):
+    """A writer that replaces the temp file with a 0600 one (safetensors' save_file does, in newer releases) still
+    gives a new file open()'s mode and keeps an old file's."""
+    umask = os.umask(0)
+    os.umask(umask)
+
+    def replacing_writer(tmp):
+        tmp.unlink()
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    path = tmp_path / "head.safetensors"
+    for old_mode in (None, 0o640, 0o604):
+        if old_mode is not None:
+            path.chmod(old_mode)
+        with atomic_path(path) as tmp:
+            replacing_writer(tmp)
+        assert stat.S_IMODE(path.stat().st_mode) == (old_mode or 0o666 & ~umask)
+    path.unlink()
+    torch = pytest.importorskip("torch")
+    write_safetensors(path, {"w": torch.zeros(2)})
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+    path.chmod(0o640)
+    write_safetensors(path, {"w": torch.ones(2)})
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640 and names(tmp_path) == ["head.safetensors"]
+
+
 def test_symlink_is_written_through_and_kept(tmp_path):
     (tmp_path / "real").mkdir()
     target = tmp_path / "real" / "scores.json"

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 import features
 import hub
 import model
-from helpers import assert_one_line_error, crash_in_epoch, cut, data_dir_cut, run_script
+from helpers import StubApi, assert_one_line_error, crash_in_epoch, cut, data_dir_cut, run_script
 import train_cls
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,25 +131,10 @@ def test_resume_of_a_finished_run_changes_nothing(tiny):
 
 # --- push --------------------------------------------------------------------------------------------------
 
-class StubApi:
-    """Stands in for huggingface_hub.HfApi: records the upload, or fails like an unreachable Hub."""
-    def __init__(self, fail=False):
-        self.fail, self.calls = fail, {}
-
-    def create_repo(self, repo_id, **kwargs):
-        if self.fail:
-            raise ConnectionError("offline")
-        self.calls["create_repo"] = repo_id
-        return f"https://huggingface.co/{repo_id}"
-
-    def upload_folder(self, repo_id, folder_path, allow_patterns, ignore_patterns, **kwargs):
-        self.calls["allow"], self.calls["ignore"] = allow_patterns, ignore_patterns
-
-
 @pytest.fixture
 def hub_stub(monkeypatch):
-    def install(**kwargs):
-        stub = StubApi(**kwargs)
+    def install(error=None):
+        stub = StubApi(error)
         monkeypatch.setattr(hub, "HfApi", lambda: stub)
         monkeypatch.setattr(hub, "get_token", lambda: "hf_stub")
         return stub
@@ -160,18 +145,19 @@ def test_push_uploads_the_head_only(tiny, hub_stub, capsys):
     stub = hub_stub()
     rc, run = tiny("--push-to-hub", "me/sst2-tiny")
     assert rc == 0 and "pushed to https://huggingface.co/me/sst2-tiny" in capsys.readouterr().out
-    assert stub.calls["create_repo"] == "me/sst2-tiny"
-    assert stub.calls["allow"] == hub.HEAD_FILES and "card.json" in stub.calls["ignore"]
-    assert "me/sst2-tiny" in (run / "README.md").read_text()
+    assert stub.calls["create_repo"]["repo_id"] == "me/sst2-tiny"
+    assert set(stub.calls["uploaded"]) == {"README.md", "config.json", "head.safetensors", "log.jsonl",
+                                           "metrics.json"}
+    assert "me/sst2-tiny" in stub.card() and not (run / "README.md").exists()  # the card goes up, not into the run
 
 
 def test_failed_push_keeps_artifacts_and_says_how_to_retry(tiny, hub_stub, capsys):
-    hub_stub(fail=True)
+    hub_stub(ConnectionError("offline"))
     rc, run = tiny("--push-to-hub", "me/sst2-tiny")
     out = capsys.readouterr().out
     assert rc == 1
-    assert "error: push failed" in out and f"python -m hub push {run} me/sst2-tiny" in out
-    assert {"config.json", "head.safetensors", "metrics.json", "log.jsonl", "card.json", "README.md"} <= \
+    assert "error: push to me/sst2-tiny failed" in out and f"hub.py push {run.resolve()} me/sst2-tiny" in out
+    assert {"config.json", "head.safetensors", "metrics.json", "log.jsonl", "card.json"} <= \
         {p.name for p in run.iterdir()}
 
 
@@ -222,3 +208,28 @@ def test_smollm2_learns_sst2(tmp_path):
     assert m["after"]["accuracy"] >= 0.75
     assert m["after"]["accuracy"] >= m["before"]["accuracy"] + 0.2
     assert m["zero_shot"]["accuracy"] >= 0.55
+
+
+def test_zero_shot_cuts_the_text_not_the_prompt(tiny_llama_folder, capsys):
+    """--max-length cuts what a zero-shot prompt holds of a text; the prompt's question and "Answer:" stay whole,
+    so a long text scores as its cut text would in a full prompt."""
+    lm, tokenizer = model.load_backbone(str(tiny_llama_folder), torch.device("cpu"), torch.float32)
+    text = "an utterly long sentence that goes on and on about a film nobody should ever watch again"
+    (short,) = train_cls.cut_texts(tokenizer, [text], 5)
+    assert text.startswith(short) and len(tokenizer(short, add_special_tokens=False)["input_ids"]) == 5
+    prompt, words = train_cls.zero_shot_setup(train_cls.glue.task("sst2"), ["0", "1"], None, False)
+    cut = train_cls.zero_shot(lm, tokenizer, [text], prompt, words, 5, 8192)
+    assert "zero-shot: 1 texts cut to 5 tokens" in capsys.readouterr().out
+    assert torch.equal(cut, train_cls.zero_shot(lm, tokenizer, [short], prompt, words, 512, 8192))
+    assert not torch.equal(cut, train_cls.zero_shot(lm, tokenizer, [text], prompt, words, 512, 8192))
+
+
+def test_an_export_records_the_compute_dtype_and_plain_file_modes(tiny, tmp_path):
+    """--dtype auto is resolved on the training machine: the export says what the run computed in (another
+    machine would resolve "auto" otherwise); its weights get the mode every other file gets (not 0600)."""
+    rc, _ = tiny("--dtype", "auto", "--epochs", "1", "--export", str(tmp_path / "out"))
+    assert rc == 0
+    recorded = json.loads((tmp_path / "out" / "llama_heads.json").read_text())
+    assert recorded["dtype"] == model.dtype_name(model.pick_dtype(torch.device("cpu"))) != "auto"
+    modes = {f.name: f.stat().st_mode & 0o777 for f in (tmp_path / "out").iterdir()}
+    assert len(set(modes.values())) == 1, modes

@@ -28,17 +28,64 @@ from modes import LoRA, Mode, TopBlocks
     (["--epochs", "three"], "invalid int value"),
     (["--compile", "maybe"], "--compile: invalid choice: 'maybe'"),
     (["--lora-rank", "4", "--export", "x"], "needs one of --merge"),
-    (["--lora-rank", "4", "--export", "x", "--merge", "--peft"], "needs one of --merge"),
+    (["--lora-rank", "4", "--export", "x", "--merge", "--peft"], "--peft keeps them apart: pass one"),
     (["--export", "x", "--peft"], "--peft writes LoRA adapters in PEFT's format: it needs --lora-rank"),
     (["--lora-rank", "4", "--peft"], "it needs --lora-rank and --export DIR"),
     (["--lora-rank", "4", "--export", "x", "--peft", "--push-full", "--push-to-hub", "me/x"],
      "already holds its adapters in PEFT's format"),
+    (["--seed", "-5"], "--seed -5: must be in [0, 2**32)"),
+    (["--seed", "4294967296"], "--seed 4294967296: must be in [0, 2**32)"),
+    (["--run-name", ".."], "--run-name '..': must be a plain folder name"),
+    (["--run-name", "."], "--run-name '.': must be a plain folder name"),
+    (["--run-name", "../escaped"], "--run-name '../escaped': must be a plain folder name"),
+    (["--device", "foo"], "--device foo: not a device"),
+    (["--lora-alpha", "4"], "--lora-alpha would do nothing without --lora-rank"),
+    (["--unfreeze-last", "1", "--lora-targets", "foo"], "--lora-targets would do nothing without --lora-rank"),
+    (["--backbone-lr", "0.5"], "--backbone-lr would do nothing without --lora-rank or --unfreeze-last"),
+    (["--grad-checkpoint"], "--grad-checkpoint would do nothing without --lora-rank or --unfreeze-last"),
+    (["--merge"], "--merge would do nothing without --lora-rank and --export"),
+    (["--private"], "--private would do nothing without --push-to-hub"),
+    (["--push-to-hub", "not a repo"], "--push-to-hub: bad REPO_ID 'not a repo'"),
 ], ids=lambda x: x if isinstance(x, str) else None)
 def test_nonsense_flags_are_one_line_errors(script, argv, words, capsys):
     with pytest.raises(SystemExit) as e:
         script.parse_args(argv)
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1 and words in err, err
+
+
+def test_flags_that_need_a_context(capsys, tmp_path):
+    """--label-words acts only with --zero-shot; --device cuda only where torch sees a GPU; --export only on a new
+    or empty folder, or on an earlier export with --overwrite (or --resume)."""
+    cases = [(["--label-words", "bad,good"], "--label-words would do nothing without --zero-shot")]
+    if not __import__("torch").cuda.is_available():
+        cases.append((["--device", "cuda"], "this torch sees no CUDA GPU"))
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "thesis.txt").write_text("precious")
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "llama_heads.json").write_text("{}")
+    cases += [(["--export", str(tmp_path / "file")], "is a file; pass a folder"),
+              (["--export", str(tmp_path / "docs")], "holds other files"),
+              (["--export", str(tmp_path / "old")], "holds an earlier export; pass --overwrite")]
+    for argv, words in cases:
+        with pytest.raises(SystemExit):
+            train_cls.parse_args(argv)
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and words in err, err
+    assert train_cls.parse_args(["--export", str(tmp_path / "old"), "--overwrite"]).export
+    (tmp_path / "empty").mkdir()
+    assert train_cls.parse_args(["--export", str(tmp_path / "empty")]).export
+    assert (tmp_path / "docs" / "thesis.txt").read_text() == "precious"
+
+
+@pytest.mark.parametrize("export", ["runs/r", "runs", "runs/r/out"])
+def test_export_never_replaces_or_sits_in_the_run_folder(tmp_path, monkeypatch, export):
+    monkeypatch.chdir(tmp_path)
+    args = train_cls.parse_args(["--export", export, "--run-name", "r"])
+    with pytest.raises(flags.RunError, match="would replace the run folder"):
+        flags.open_run(args, "sst2", Mode(), "digest")
+    assert not (tmp_path / "runs").exists()
 
 
 def test_refused_before_any_work():

@@ -1,8 +1,8 @@
 """hub.py: model card, push with a stub HfApi (no network), failure handling, retry CLI."""
-import fnmatch
 import hashlib
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +12,7 @@ import pytest
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
 import hub
+from helpers import StubApi
 
 ROOT = Path(__file__).resolve().parents[1]
 INFO = {
@@ -22,24 +23,6 @@ INFO = {
                 "after": {"accuracy": 0.8875, "precision": 0.9, "recall": 0.875, "f1": 0.8873}},
     "params": {"backbone": 134515008, "head": 1730, "total": 134516738, "trainable": 1730},
 }
-
-
-class StubApi:
-    """Records what a real HfApi would have been asked; optionally fails like the Hub."""
-    def __init__(self, error: Exception | None = None):
-        self.error, self.calls = error, {}
-
-    def create_repo(self, repo_id, token=None, private=None, exist_ok=False):
-        if self.error:
-            raise self.error
-        self.calls["create_repo"] = dict(repo_id=repo_id, private=private, exist_ok=exist_ok)
-        return f"https://huggingface.co/{repo_id}"
-
-    def upload_folder(self, repo_id, folder_path, commit_message, allow_patterns, ignore_patterns, token=None):
-        files = [p.relative_to(folder_path).as_posix() for p in Path(folder_path).rglob("*") if p.is_file()]
-        self.calls["uploaded"] = sorted(f for f in files if any(fnmatch.fnmatch(f, p) for p in allow_patterns)
-                                        and not any(fnmatch.fnmatch(f, p) for p in ignore_patterns))
-        self.calls["message"] = commit_message
 
 
 def make(folder: Path, names: list[str]) -> Path:
@@ -59,6 +42,11 @@ def run_dir(tmp_path):  # a run folder with everything a run may leave, wanted o
 def export_dir(tmp_path):
     return make(tmp_path / "export", ["config.json", "model.safetensors", "generation_config.json",
                                       "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"])
+
+
+def retry(folder: Path, repo_id: str, *flags: str) -> str:
+    """The command a failed push prints: this interpreter, hub.py and the folder, by absolute path."""
+    return shlex.join([sys.executable, str(ROOT / "hub.py"), "push", str(folder.absolute()), repo_id, *flags])
 
 
 def hashes(folder: Path) -> dict:
@@ -96,15 +84,15 @@ def test_card_full_export_qa_and_missing_parts():
 
 
 def test_push_head_only(run_dir):
-    api = StubApi()
+    api, before = StubApi(), hashes(run_dir)
     url = hub.push_folder(run_dir, "me/sst2-head", private=True, token="hf_x", card_info=INFO, api=api)
     assert url == "https://huggingface.co/me/sst2-head"
     assert api.calls["create_repo"] == dict(repo_id="me/sst2-head", private=True, exist_ok=True)
     assert api.calls["uploaded"] == ["README.md", "config.json", "head.safetensors", "log.jsonl", "metrics.json"]
     assert "sst2" in api.calls["message"]
-    assert (run_dir / "README.md").read_text() == hub.model_card({**INFO, "full_export": False,
-                                                                  "repo_id": "me/sst2-head"})
-    assert json.loads((run_dir / "card.json").read_text())["task"] == "sst2"
+    assert api.card() == hub.model_card({**INFO, "full_export": False, "repo_id": "me/sst2-head"})
+    assert api.calls["files"]["head.safetensors"] == (run_dir / "head.safetensors").read_bytes()
+    assert hashes(run_dir) == before  # the card went up from memory: nothing written into the folder
 
 
 def test_push_full_export(export_dir):
@@ -113,14 +101,66 @@ def test_push_full_export(export_dir):
     assert api.calls["create_repo"]["private"] is False
     assert api.calls["uploaded"] == ["README.md", "config.json", "generation_config.json", "model.safetensors",
                                      "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json"]
-    assert "AutoModelForSequenceClassification" in (export_dir / "README.md").read_text()
+    assert "AutoModelForSequenceClassification" in api.card() and "full model" in api.calls["message"]
+    assert not (export_dir / "README.md").exists()
+
+
+def test_push_peft_export(tmp_path):
+    """A --peft export (adapters + head in PEFT's format, tokenizer, no head.safetensors) is a PEFT repo."""
+    folder = make(tmp_path / "peft", ["adapter_config.json", "adapter_model.safetensors", "tokenizer.json",
+                                      "tokenizer_config.json", "llama_heads.json"])
+    api, before = StubApi(), hashes(folder)
+    hub.push_folder(folder, "me/peft", token="hf_x", api=api)  # no card.json: the card still says PEFT
+    assert api.calls["uploaded"] == ["README.md", "adapter_config.json", "adapter_model.safetensors",
+                                     "llama_heads.json", "tokenizer.json", "tokenizer_config.json"]
+    assert 'PeftModel.from_pretrained(model, "me/peft")' in api.card() and "adapters" in api.calls["message"]
+    assert hashes(folder) == before
 
 
 def test_retry_reuses_card_json(run_dir):
-    hub.push_folder(run_dir, "me/a", token="hf_x", card_info=INFO, api=StubApi())
-    first = (run_dir / "README.md").read_text()
-    hub.push_folder(run_dir, "me/a", token="hf_x", api=StubApi())  # no card_info: read back card.json
-    assert (run_dir / "README.md").read_text() == first
+    first, again = StubApi(), StubApi()
+    hub.push_folder(run_dir, "me/a", token="hf_x", card_info=INFO, api=first)
+    hub.save_card_info(run_dir, INFO)  # as publish does
+    hub.push_folder(run_dir, "me/a", token="hf_x", api=again)  # no card_info: read back card.json
+    assert again.card() == first.card() and "card.json" not in again.calls["uploaded"]
+
+
+def test_publish_saves_the_card_source_where_a_retry_finds_it(run_dir, export_dir, capsys):
+    run = SimpleNamespace(path=run_dir, write_metrics=lambda info: None)
+    assert hub.publish(run, INFO, None, export_dir) == 0
+    for folder in (run_dir, export_dir):
+        assert json.loads((folder / "card.json").read_text()) == INFO
+        assert not (folder / "README.md").exists()
+
+
+def test_publish_failure_says_failed_once(run_dir, monkeypatch, capsys):
+    monkeypatch.setattr(hub, "HfApi", lambda: StubApi(ConnectionError("offline")))
+    monkeypatch.setattr(hub, "get_token", lambda: "hf_x")
+    run = SimpleNamespace(path=run_dir, write_metrics=lambda info: None)
+    assert hub.publish(run, INFO, hub.Push("me/x"), None) == 1
+    out = capsys.readouterr().out.splitlines()[-1]
+    assert out == f"error: push to me/x failed: Hub unreachable (no network, or HF_HUB_OFFLINE=1); local files " \
+                  f"kept, retry with: {retry(run_dir, 'me/x')}"
+
+
+@pytest.mark.parametrize("card_json", [True, False])
+def test_own_readme_is_never_overwritten(run_dir, capsys, card_json):
+    """A folder's own README.md stays on disk, pushed or not; with a card source (card.json) the repo gets the
+    generated card, and a line says so; without one, theirs is the card."""
+    (run_dir / "README.md").write_text("MY OWN NOTES\n")
+    if card_json:
+        hub.save_card_info(run_dir, INFO)
+    before, api = hashes(run_dir), StubApi()
+    hub.push_folder(run_dir, "me/a", token="hf_x", api=api)
+    with pytest.raises(hub.PushError):
+        hub.push_folder(run_dir, "me/a", token="hf_x", api=StubApi(ConnectionError("offline")))
+    assert hashes(run_dir) == before
+    notes = capsys.readouterr().out.splitlines()
+    if card_json:
+        assert api.card() == hub.model_card({**INFO, "full_export": False, "repo_id": "me/a"})
+        assert len(notes) == 2 and f"{run_dir / 'README.md'} stays as it is" in notes[0]
+    else:
+        assert api.card() == "MY OWN NOTES\n" and notes == []
 
 
 def http_error(status: int) -> HfHubHTTPError:
@@ -139,10 +179,9 @@ def test_failure_keeps_files(run_dir, error, why):
     with pytest.raises(hub.PushError) as e:
         hub.push_folder(run_dir, "me/sst2-head", private=True, token="hf_x", card_info=INFO, api=StubApi(error))
     msg = str(e.value)
-    assert why in msg and "\n" not in msg
-    assert msg.endswith(f"retry with: python -m hub push {run_dir} me/sst2-head --private")
-    after = hashes(run_dir)
-    assert {p: h for p, h in after.items() if p.name not in ("README.md", "card.json")} == before
+    assert why in msg and "\n" not in msg and msg.count("failed") == 1
+    assert msg.endswith(f"retry with: {retry(run_dir, 'me/sst2-head', '--private')}")
+    assert hashes(run_dir) == before
 
 
 def test_no_token(run_dir, monkeypatch):
@@ -151,27 +190,53 @@ def test_no_token(run_dir, monkeypatch):
         hub.push_folder(run_dir, "me/x", api=StubApi())
 
 
-def test_nothing_to_push(tmp_path):
-    with pytest.raises(hub.PushError, match="nothing to push"):
-        hub.push_folder(make(tmp_path, ["ckpt.pt"]), "me/x", token="hf_x", api=StubApi())
+@pytest.mark.parametrize("folder, repo_id, error", [
+    ("ckpt-only", "me/x", "FOLDER {} holds no head.safetensors, .*: nothing to push; give a run folder"),
+    ("nope", "me/x", "FOLDER {}: no such folder; give a run folder"),
+    ("ckpt-only/ckpt.pt", "me/x", "FOLDER {}: no such folder"),
+    ("run", "not a repo", "bad REPO_ID 'not a repo': Repo id must use alphanumeric .*; give it as user/repo"),
+    ("run", "a/b/c", "bad REPO_ID 'a/b/c': Repo id must be in the form 'repo_name' or 'namespace/repo_name'; give"),
+])
+def test_bad_input_is_refused_before_any_work(tmp_path, folder, repo_id, error):
+    make(tmp_path / "ckpt-only", ["ckpt.pt"])
+    make(tmp_path / "run", ["head.safetensors"])
+    api, path = StubApi(), tmp_path / folder
+    with pytest.raises(hub.PushError, match=error.format(path).replace("/", ".")) as e:
+        hub.push_folder(path, repo_id, token="hf_x", api=api)
+    assert api.calls == {} and "retry" not in str(e.value)
+
+
+def offline_cli(args: list[str], cwd: Path, home: Path, token: str | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(HOME=str(home), HF_HUB_OFFLINE="1", **({"HF_TOKEN": token} if token else {}))
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.parametrize("token, why", [(None, "not logged in"), ("hf_fake", "Hub unreachable")])
-def test_cli_offline(run_dir, tmp_path, token, why):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
-    env.update(HOME=str(tmp_path), HF_HUB_OFFLINE="1", **({"HF_TOKEN": token} if token else {}))
+def test_cli_offline_and_its_retry_command_from_elsewhere(run_dir, tmp_path, token, why):
     before = hashes(run_dir)
-    r = subprocess.run([sys.executable, "-m", "hub", "push", str(run_dir), "user/repo"], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=60)
+    r = offline_cli([sys.executable, "-m", "hub", "push", os.path.relpath(run_dir, ROOT), "user/repo"], ROOT,
+                    tmp_path, token)
     assert r.returncode == 2, r.stderr
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr and why in r.stderr
-    assert f"python -m hub push {run_dir} user/repo" in r.stderr
-    assert {p: h for p, h in hashes(run_dir).items() if p.name != "README.md"} == before
+    assert r.stderr.count("failed") == 1 and r.stderr.endswith(f"retry with: {retry(run_dir, 'user/repo')}\n")
+    again = offline_cli(shlex.split(r.stderr.split("retry with: ")[1]), tmp_path, tmp_path, token)  # not the repo
+    assert (again.returncode, again.stderr) == (2, r.stderr)
+    assert hashes(run_dir) == before
+
+
+@pytest.mark.parametrize("folder, repo_id, error", [
+    ("runs/nope", "user/repo", "error: FOLDER runs/nope: no such folder; give a run folder"),
+    (".", "not a repo", "error: bad REPO_ID 'not a repo': Repo id must"),
+])
+def test_cli_bad_input(tmp_path, folder, repo_id, error):
+    r = offline_cli([sys.executable, str(ROOT / "hub.py"), "push", folder, repo_id], tmp_path, tmp_path, "hf_x")
+    assert r.returncode == 2 and r.stderr.startswith(error) and r.stderr.count("\n") == 1, r.stderr
 
 
 def test_bad_card_json_is_a_push_error(run_dir):
     (run_dir / "card.json").write_text("{not json")
-    with pytest.raises(hub.PushError, match="JSONDecodeError.*retry with: python -m hub push"):
+    with pytest.raises(hub.PushError, match="JSONDecodeError.*retry with: .*hub.py push"):
         hub.push_folder(run_dir, "me/x", token="hf_x", api=StubApi())
 
 

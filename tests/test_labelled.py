@@ -100,6 +100,10 @@ def test_no_such_file(tmp_path):
     error(read_labelled, tmp_path / "missing.tsv", "no such file")
 
 
+def test_a_folder_is_no_file(tmp_path):
+    error(read_labelled, tmp_path, str(tmp_path), "cannot read it (Is a directory)")
+
+
 def test_missing_column(tmp_path):
     msg = error(read_labelled, write(tmp_path, "d.tsv", "text\tlabel\nfine\t1\n"), "--text-column/--label-column")
     assert "['sentence']" in msg and "'text'" in msg

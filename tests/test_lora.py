@@ -147,6 +147,11 @@ def sst2(tmp_path, monkeypatch):
     return data_dir_cut(tmp_path / "sst2", "sst2", 80, 40)
 
 
+def merge_flag(flags: list[str]) -> list[str]:
+    """What --export takes besides its folder: --merge for LoRA runs."""
+    return ["--merge"] if "--lora-rank" in flags else []
+
+
 def adapted(folder, run: Path, flags):
     """Our model rebuilt from a run folder: the base, prepared by the flags, with the run's trained weights."""
     args, lm, tok, head = setup(folder, *flags)
@@ -161,7 +166,7 @@ def test_cls_cli_adapters_and_merged_export(tmp_path, sst2, tiny_llama_folder, c
     run, export = tmp_path / "runs" / "run", tmp_path / "export"
     assert train_cls.main(["--model", str(tiny_llama_folder), "--data-dir", str(sst2), "--dtype", "fp32", "--epochs",
                            "1", "--runs-dir", str(tmp_path / "runs"), "--run-name", "run", *flags,
-                           "--export", str(export), "--merge"]) == 0
+                           "--export", str(export), *merge_flag(flags)]) == 0
     out, features = capsys.readouterr().out, tmp_path / "cache" / "features"
     if flags[0] == "--lora-rank":  # adapters change every block: nothing to cache
         assert "feature cache off" in out and not features.exists()
@@ -200,14 +205,14 @@ def qa_cli(folder, tmp_path, *flags, name="qa"):
                           str(tmp_path / "runs"), "--run-name", name, *flags])
 
 
-@pytest.mark.parametrize("flags", [["--lora-rank", "4", "--merge"], ["--unfreeze-last", "1", "--backbone-lr", "1e-3"]],
+@pytest.mark.parametrize("flags", [["--lora-rank", "4"], ["--unfreeze-last", "1", "--backbone-lr", "1e-3"]],
                          ids=["lora", "unfreeze-last-1"])
 def test_qa_cli_export_of_a_bf16_checkpoint_gives_our_logits(tmp_path, monkeypatch, tiny_llama_bf16_folder, flags):
     """The run trains in fp32 on a bf16 checkpoint; the export keeps fp32, so the trained updates survive."""
     from transformers import AutoModelForQuestionAnswering
     monkeypatch.setenv("LLAMA_HEADS_CACHE", str(tmp_path / "cache"))
     run, export = tmp_path / "runs" / "qa", tmp_path / "export"
-    assert qa_cli(tiny_llama_bf16_folder, tmp_path, *flags, "--export", str(export)) == 0
+    assert qa_cli(tiny_llama_bf16_folder, tmp_path, *flags, "--export", str(export), *merge_flag(flags)) == 0
     lm, tok = model.load_backbone(str(tiny_llama_bf16_folder), CPU, torch.float32)
     head = model.qa_head(lm.config.hidden_size)
     mode_of(train_qa.parse_args(flags)).prepare(lm.model)
@@ -224,7 +229,7 @@ def test_qa_cli_export_of_a_bf16_checkpoint_gives_our_logits(tmp_path, monkeypat
     torch.testing.assert_close(out.end_logits[real], ours[..., 1][real], atol=1e-5, rtol=0)
 
     assert train_qa.main(["--eval-run", str(run)]) == 0  # re-scored with its adapters: the same test numbers
-    rescored = json.loads((run / "eval" / "metrics.json").read_text())
+    rescored = json.loads((run / "eval" / "test_data" / "metrics.json").read_text())
     assert rescored == json.loads((run / "metrics.json").read_text())["scores"]["after"]
 
 
@@ -241,19 +246,19 @@ def test_evaluation_runs_without_lora_dropout(tmp_path, monkeypatch, tiny_llama_
     assert max(t.abs().max() for n, t in trained.items() if ".lora_b." in n) > 1e-3  # dropout would matter
     for _ in range(2):
         assert train_qa.main(["--eval-run", str(run)]) == 0
-        assert outputs(run / "eval") == own
+        assert outputs(run / "eval" / "test_data") == own
     # a LoRA run from before 2026-11-30 kept its adapters in adapters.safetensors only: still read
     old = tmp_path / "runs" / "old"
     shutil.copytree(run, old)
     write_safetensors(old / "adapters.safetensors", trained)
     for name in ("adapter_config.json", "adapter_model.safetensors"):
         (old / name).unlink()
-    assert train_qa.main(["--eval-run", str(old)]) == 0 and outputs(old / "eval") == own
+    assert train_qa.main(["--eval-run", str(old)]) == 0 and outputs(old / "eval" / "test_data") == own
     assert qa_cli(tiny_llama_folder, tmp_path, *flags, "--resume") == 0
     assert outputs(run) == own
 
 
-@pytest.mark.parametrize("flags", [[], ["--unfreeze-last", "1", "--backbone-lr", "1e-3"], ["--lora-rank", "4", "--merge"]],
+@pytest.mark.parametrize("flags", [[], ["--unfreeze-last", "1", "--backbone-lr", "1e-3"], ["--lora-rank", "4"]],
                          ids=["head", "unfreeze-last-1", "lora"])
 def test_cls_export_of_a_bf16_checkpoint_gives_our_logits(tmp_path, sst2, tiny_llama_bf16_folder, flags):
     """Every training mode: the export (fp32, recorded) reproduces the run's logits on a bf16 base checkpoint."""
@@ -261,7 +266,7 @@ def test_cls_export_of_a_bf16_checkpoint_gives_our_logits(tmp_path, sst2, tiny_l
     run, export = tmp_path / "runs" / "run", tmp_path / "export"
     assert train_cls.main(["--model", str(tiny_llama_bf16_folder), "--data-dir", str(sst2), "--dtype", "fp32",
                            "--epochs", "1", "--runs-dir", str(tmp_path / "runs"), "--run-name", "run", *flags,
-                           "--export", str(export)]) == 0
+                           "--export", str(export), *merge_flag(flags)]) == 0
     if flags:
         _, lm, tok, head = adapted(tiny_llama_bf16_folder, run, flags)
     else:
@@ -357,7 +362,7 @@ def test_unfrozen_top_on_cached_trunk_trains_like_full_passes(tmp_path, monkeypa
     for stage in ("before", "after"):
         assert result["auto"]["metrics"][stage]["f1"] == pytest.approx(result["never"]["metrics"][stage]["f1"])
     assert train_qa.main(["--eval-run", str(tmp_path / "runs" / "auto")]) == 0
-    rescored = json.loads((tmp_path / "runs" / "auto" / "eval" / "metrics.json").read_text())
+    rescored = json.loads((tmp_path / "runs" / "auto" / "eval" / "test_data" / "metrics.json").read_text())
     assert rescored == result["auto"]["scores"]["after"]
 
 

@@ -50,7 +50,7 @@ def test_reference_case_cli(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["scores.json"]  # no temp file left behind
     # the fixture's probabilities go up to 1.48: accepted, with a one-line count
     assert run.stderr.strip().splitlines() == [run.stderr.strip()]
-    assert "warning: 11 of 300 no-answer probabilities are above 1" in run.stderr
+    assert "warning: 11 of 300 no-answer probabilities are outside [0, 1]" in run.stderr
 
 
 def test_reference_case_api():
@@ -116,7 +116,6 @@ BAD_INPUTS = {
     # json.dumps writes NaN and Infinity literals, which json.load accepts
     "na-prob NaN": (preds_with(), na_probs_with(**{FIRST_ID: float("nan")}), None, ["1 questions are NaN or infinite", FIRST_ID]),
     "na-prob infinite": (preds_with(), na_probs_with(**{FIRST_ID: float("inf")}), None, ["1 questions are NaN or infinite"]),
-    "na-prob negative": (preds_with(), na_probs_with(**{FIRST_ID: -0.25}), None, ["1 questions are negative", FIRST_ID]),
     "na-prob unknown id": (preds_with(), na_probs_with(**{"not-a-real-id": 0.5}), None, ["not in the data", "not-a-real-id"]),
     "malformed na-probs": (preds_with(), "{\n\n]", None, ["no-answer probability file", "is not valid JSON", "line 3 column 1"]),
     "data not SQuAD": ({}, None, {"version": "v2.0", "data": [{"title": "x"}]},
@@ -167,6 +166,51 @@ def test_unreadable_file_cli(tmp_path):
     assert run.stderr.strip() == f"error: cannot read predictions file {tmp_path / 'nope.json'}: No such file or directory"
 
 
+@pytest.mark.parametrize("which", ["predictions", "data", "na-probs", "link to predictions", "other spelling of data"])
+def test_out_that_is_an_input_is_refused(which, tmp_path):
+    """--out naming an input (or a link to it, or another path to it) would overwrite it with the scores."""
+    inputs = {"predictions": tmp_path / "preds.json", "data": tmp_path / "data.json", "na-probs": tmp_path / "na_prob.json"}
+    for name, source in (("predictions", CASE / "full" / "preds.json"), ("data", DATA), ("na-probs", CASE / "full" / "na_prob.json")):
+        inputs[name].write_bytes(source.read_bytes())
+    (tmp_path / "link.json").symlink_to("preds.json")
+    out = {"link to predictions": tmp_path / "link.json",
+           "other spelling of data": tmp_path / "sub" / ".." / "data.json"}.get(which) or inputs[which]
+    flag = {"predictions": "the predictions file", "link to predictions": "the predictions file",
+            "data": "the --data file", "other spelling of data": "the --data file", "na-probs": "the --na-prob-file"}[which]
+    run = run_cli(inputs["predictions"], "--data", inputs["data"], "--na-prob-file", inputs["na-probs"], "--out", out)
+    assert run.returncode == 2 and run.stdout == ""
+    assert run.stderr.startswith(f"error: --out {out} is {flag} ") and run.stderr.count("\n") == 1
+    assert "pass another --out path" in run.stderr
+    assert inputs["predictions"].read_bytes() == (CASE / "full" / "preds.json").read_bytes()
+    assert inputs["data"].read_bytes() == DATA.read_bytes()
+    assert inputs["na-probs"].read_bytes() == (CASE / "full" / "na_prob.json").read_bytes()
+    assert not (tmp_path / "sub").exists()
+
+
+def test_negative_na_probs_are_scores_like_those_above_one(case):
+    """Hugging Face's null-odds files hold score differences, some negative: the official script only
+    compares them with the threshold and sorts them, so they are accepted, with the same one-line warning."""
+    na_probs = case("na_prob.json", na_probs_with(**{FIRST_ID: -0.25}))
+    run = run_cli(CASE / "full" / "preds.json", "--data", DATA, "--na-prob-file", na_probs)
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == (f"warning: 12 of 300 no-answer probabilities are outside [0, 1] ({na_probs}); "
+                          "used as unnormalised scores, as the official script does\n")  # 11 above 1, 1 below 0
+    assert json.loads(run.stdout)["squad_v2"]["total"] == 300
+
+
+def test_auxiliary_metric_that_cannot_be_computed_is_null(case):
+    """The only answerable question's gold answer is blank: the official script scores it (only ""
+    is right), BLEU has no reference words. The official numbers stand; BLEU is null, saying why."""
+    data = squad_data(("a", [" "]), ("b", []))
+    run = run_cli(case("preds.json", {"a": "", "b": ""}), "--data", case("data.json", data))
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["squad_v2"] == squad.evaluate(data, {"a": "", "b": ""})
+    assert result["squad_v2"]["exact"] == 100.0
+    assert result["bleu"] is None and result["rouge"] is not None and result["meteor"] is not None
+    assert run.stderr == "warning: bleu reported as null: BLEU: every reference is empty (no words after 13a tokenisation)\n"
+
+
 def test_no_data_offline_is_one_line(monkeypatch, capsys, case):
     import data.fetch
 
@@ -182,8 +226,8 @@ def test_api_refusals_are_value_errors():
     dataset = squad.load_dataset(DATA)
     with pytest.raises(MetricsInputError, match="not strings"):
         squad.evaluate(dataset, preds_with(**{FIRST_ID: None}))
-    with pytest.raises(ValueError, match="are negative"):
-        squad.score(dataset, preds_with(), na_probs_with(**{FIRST_ID: -1}))
+    with pytest.raises(ValueError, match="are NaN or infinite"):
+        squad.score(dataset, preds_with(), na_probs_with(**{FIRST_ID: float("nan")}))
 
 
 # --- the official SQuAD logic on hand-made cases
@@ -231,6 +275,13 @@ def test_evaluate_by_hand():
     # best threshold: answer in order of probability; exact peaks after a, F1 after a and b (2/3)
     assert (result["best_exact"], result["best_exact_thresh"]) == (75.0, 0.1)
     assert (result["best_f1"], result["best_f1_thresh"]) == (pytest.approx(100 * (1 + 2 / 3 + 1 + 1) / 4), 0.2)
+    # negative scores (null odds) as the official script takes them: none is above the threshold 1,
+    # so no prediction becomes "no answer"; the search runs in the same order, so it peaks at the
+    # same questions, reporting their (negative) scores
+    result = squad.evaluate(data, preds, {"a": -2.5, "b": -1.0, "c": -0.5, "d": 0.5})
+    assert (result["exact"], result["NoAns_exact"]) == (50.0, 50.0)
+    assert (result["best_exact"], result["best_exact_thresh"]) == (75.0, -2.5)
+    assert (result["best_f1"], result["best_f1_thresh"]) == (pytest.approx(100 * (1 + 2 / 3 + 1 + 1) / 4), -1.0)
 
 
 def test_evaluate_omits_empty_categories_like_the_official_script():

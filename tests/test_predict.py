@@ -1,5 +1,6 @@
 """predict.py: from a run folder (head, LoRA, top blocks), an export and a folder laid out as a pushed repo, the
 run's own test predictions; input formats; human/JSON output; the one-line errors a user can cause."""
+import itertools
 import json
 import os
 import shutil
@@ -16,11 +17,12 @@ import predict
 import train_cls
 import train_qa
 from data.labelled import read_labelled
-from helpers import data_dir_cut
+from helpers import assert_one_line_error, data_dir_cut
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "data" / "samples"
 MODES = {"head": [], "top": ["--unfreeze-last", "1", "--backbone-lr", "1e-3"], "lora": ["--lora-rank", "4"]}
+OUTS = itertools.count()
 QA_DATA = ["--train-file", str(SAMPLES / "squad_train.json"), "--eval-file", str(SAMPLES / "squad_test.json"),
            "--max-train-examples", "30", "--max-eval-examples", "12"]
 
@@ -67,7 +69,7 @@ def runs(tmp_path_factory, tiny_llama_folder, sst2, pairs, cache):
 
 
 def rows_of(tmp_path, *argv) -> list[dict]:
-    out = tmp_path / "out.jsonl"
+    out = tmp_path / f"out-{next(OUTS)}.jsonl"  # a new file each time: --out replaces one only with --overwrite
     assert predict.main([*map(str, argv), "--dtype", "fp32", "--out", str(out)]) == 0
     return [json.loads(line) for line in out.read_text().splitlines()]
 
@@ -272,3 +274,122 @@ def test_one_off_inputs_leave_no_feature_cache(tmp_path, runs, monkeypatch):
     (tmp_path / "s.txt").write_text("a sentence from a file\n")
     rows_of(tmp_path, runs["cls-head"], "--file", tmp_path / "s.txt")
     assert any((tmp_path / "cache").rglob("*.safetensors"))  # a file's features are kept for the next call
+
+
+def edited(tmp_path, source: Path, name: str, change) -> Path:
+    """A copy of the folder `source` whose JSON file `name` holds change(its object)."""
+    copy = tmp_path / f"{source.name}-edited"
+    shutil.copytree(source, copy)
+    (copy / name).write_text(json.dumps(change(json.loads((copy / name).read_text()))))
+    return copy
+
+
+def written(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+LATIN1 = "caf\u00e9 cr\u00e8me\n".encode("latin-1")
+QA = ["--question", "Who?", "--context", "Ada did."]
+# name: (the command line, given a work folder and the runs; words of its one-line error); all refused before the
+# model loads
+REFUSALS = {
+    "txt-not-utf8-cls": (lambda t, r: [r["cls-head"], "--file", written(t / "latin1.txt", LATIN1)],
+                         ["latin1.txt: not UTF-8"]),
+    "txt-not-utf8-qa": (lambda t, r: [r["qa-head"], "--file", written(t / "latin1.txt", LATIN1)],
+                        ["latin1.txt: not UTF-8"]),
+    "jsonl-not-utf8-qa": (lambda t, r: [r["qa-head"], "--file", written(t / "q.jsonl", LATIN1)],
+                          ["q.jsonl: not UTF-8"]),
+    "empty-text": (lambda t, r: [r["cls-head"], "--text", "fine", "--text", ""], ["--text '': empty"]),
+    "blank-text-pair": (lambda t, r: [r["pair"], "--text", "Who?", "--text-pair", " "], ["--text-pair ' ': empty"]),
+    "empty-context": (lambda t, r: [r["qa-head"], "--question", "Who?", "--context", ""], ["--context '': empty"]),
+    "empty-context-in-a-file": (lambda t, r: [r["qa-head"], "--file", written(t / "q.jsonl", json.dumps(
+        {"question": "Who?", "context": " "}).encode())], ["q.jsonl: line 1: its `context` is empty"]),
+    "pair-line-numbers-count-blank-lines": (lambda t, r: [r["pair"], "--file", written(t / "p.txt", b"a\tb\n\nc\n")],
+                                            ["p.txt: line 3 needs two tab-separated texts"]),
+    "out-is-a-folder": (lambda t, r: [r["cls-head"], "--text", "x", "--out", t], ["is a folder"]),
+    "out-unwritable": (lambda t, r: [r["cls-head"], "--text", "x", "--out", "/proc/nope.jsonl"],
+                       ["cannot write in /proc"]),
+    "out-under-a-file": (lambda t, r: [r["cls-head"], "--text", "x", "--out", written(t / "old.txt", b"") / "x.jsonl"],
+                         ["old.txt is a file, not a folder"]),
+    "out-exists": (lambda t, r: [r["cls-head"], "--text", "x", "--out", written(t / "old.jsonl", b"kept")],
+                   ["old.jsonl: exists; pass --overwrite"]),
+    "overwrite-without-out": (lambda t, r: [r["cls-head"], "--text", "x", "--overwrite"], ["without --out"]),
+    "threshold-nan": (lambda t, r: [r["qa-head"], *QA, "--threshold", "nan"], ["--threshold nan: must be a finite"]),
+    "threshold-inf": (lambda t, r: [r["qa-head"], *QA, "--threshold=-inf"], ["--threshold -inf: must be a finite"]),
+    "device": (lambda t, r: [r["cls-head"], "--text", "x", "--device", "banana"], ["--device banana: not a device"]),
+    "threshold-to-cls": (lambda t, r: [r["cls-head"], "--text", "x", "--threshold", "0.5"], ["classifies sentences"]),
+    **{f"config-{key}-{value}": (lambda t, r, k=key, v=value: [
+        edited(t, r["cls-head"], "config.json", lambda c: {**c, k: v}), "--text", "x"],
+        ["config.json", words, "the run folder is damaged"]) for key, value, words in (
+        ("max_length", "x", "--max-length: invalid int value: 'x'"),
+        ("max_length", "256", "max_length '256': expected a JSON integer"),
+        ("max_length", 0, "--max-length 0: must be at least 1"),
+        ("max_tokens", -5, "--max-tokens -5: must be at least 1"),
+        ("pooling", "banana", "--pooling: invalid choice: 'banana'"),
+        ("dtype", "float64", "--dtype: invalid choice: 'float64'"),
+        ("text_column", 5, "text_column 5: expected a JSON string"),
+        ("model", None, "model None: expected a JSON string"))},
+    "config-not-an-object": (lambda t, r: [edited(t, r["cls-head"], "config.json", lambda c: [1, 2]), "--text", "x"],
+                             ["config.json", "a JSON list, not an object", "the run folder is damaged"]),
+    "config-qa-windows": (lambda t, r: [edited(t, r["qa-head"], "config.json", lambda c: {**c, "doc_stride": 1000}),
+                                        *QA], ["config.json", "--doc-stride 1000: must be under"]),
+    "metrics-threshold": (lambda t, r: [edited(t, r["qa-head"], "metrics.json", lambda m: {**m, "threshold": "x"}),
+                                        *QA], ["metrics.json: threshold 'x': expected a finite number"]),
+    "export-settings": (lambda t, r: [edited(t, r["cls-export"], "llama_heads.json", lambda c: {**c, "dtype": "x"}),
+                                      "--text", "x"], ["llama_heads.json", "--dtype: invalid choice", "push it again"]),
+}
+
+
+def refused(capsys, *argv) -> subprocess.CompletedProcess:
+    """predict.py's exit code and output on argv, run in-process as its entry point (flags.run) runs it."""
+    with pytest.raises(SystemExit) as e:
+        flags.run(lambda: predict.main([*map(str, argv), "--dtype", "fp32"]))
+    said = capsys.readouterr()
+    return subprocess.CompletedProcess(argv, e.value.code, said.out, said.err)
+
+
+@pytest.mark.parametrize("case", REFUSALS)
+def test_bad_input_is_one_line_before_the_model_loads(tmp_path, runs, capsys, monkeypatch, case):
+    argv, words = REFUSALS[case]
+    for loads in (predict.RunDir, "restore"), (predict.model, "load_tokenizer"):
+        monkeypatch.setattr(*loads, lambda *a, **k: pytest.fail("the model loads before the input is refused"))
+    assert_one_line_error(refused(capsys, *argv(tmp_path, runs)), *words)
+
+
+def test_non_utf8_stdin_is_one_line(runs):
+    out = subprocess.run([sys.executable, str(ROOT / "predict.py"), str(runs["cls-head"]), "--dtype", "fp32"],
+                         input=LATIN1, capture_output=True, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    out.stderr = out.stderr.decode()
+    assert_one_line_error(out, "stdin: not UTF-8")
+
+
+def test_out_replaces_a_file_only_with_overwrite(tmp_path, runs, capsys):
+    old = written(tmp_path / "preds.jsonl", b"earlier predictions\n")
+    assert_one_line_error(refused(capsys, runs["cls-head"], "--text", "dull", "--out", old), "--overwrite")
+    assert old.read_bytes() == b"earlier predictions\n"
+    assert predict.main([str(runs["cls-head"]), "--text", "dull", "--dtype", "fp32", "--out", str(old),
+                         "--overwrite"]) == 0
+    assert json.loads(old.read_text())["text"] == "dull"
+
+
+def test_a_damaged_export_is_named_as_given(tmp_path, runs, capsys, monkeypatch):
+    """Truncated weights: the source predict.py was given is named, not a --model flag it does not have."""
+    shutil.copytree(runs["cls-export"], tmp_path / "exp")
+    weights = tmp_path / "exp" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    monkeypatch.chdir(tmp_path)
+    out = refused(capsys, "exp", "--text", "x")
+    assert_one_line_error(out, "error: exp: cannot load it (", "export or push it again")
+    assert "--model" not in out.stderr
+
+
+def test_what_changes_an_input_is_said_on_stderr(tmp_path, runs, capsys):
+    """A text cut to the run's max_length, and blank lines skipped, each get one line on stderr; the JSON lines
+    carry each input's text."""
+    long = "a gripping , funny film " * 80  # over max_length (256) tokens
+    lines = written(tmp_path / "s.txt", f"dull\n\n  \n{long}\n".encode())
+    rows = rows_of(tmp_path, runs["cls-head"], "--file", lines)
+    assert [r["text"] for r in rows] == ["dull", long]
+    err = capsys.readouterr().err
+    assert "truncated to 256 tokens: 1 input sentences" in err and f"{lines}: skipped 2 blank line(s)" in err

@@ -181,8 +181,9 @@ def test_tiny_run_artifacts_rescoring_eval_run_and_cache(tiny, tmp_path, monkeyp
 
     # --eval-run: the saved head and threshold on the saved test set reproduce the after-scores
     assert train_qa.main(["--eval-run", str(run)]) == 0
-    assert read(run / "eval", "metrics.json") == info["scores"]["after"]
-    assert read(run / "eval", "preds.json") == preds and read(run / "eval", "na_prob.json") == na_prob
+    own = run / "eval" / "test_data"
+    assert read(own, "metrics.json") == info["scores"]["after"]
+    assert read(own, "preds.json") == preds and read(own, "na_prob.json") == na_prob
 
 
 def test_the_after_threshold_is_the_last_validation_rows_not_a_second_pass(tiny, monkeypatch):
@@ -357,3 +358,64 @@ def test_count_params_of_llama_3_2_1b(capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["head"] == 4098 == 2 * 2048 + 2 and report["trainable"] == 4098
     assert report["total"] == 1_235_818_498 == report["backbone"] + 4098
+
+
+def test_the_test_set_is_scored_as_its_file_reads(tiny, tmp_path):
+    """A test file's questions are all answered and scored against all its gold answers, as the official script
+    (and python -m metrics.squad on the same file) scores them: an empty context, an answer not in its context
+    and an extra wrong gold answer are kept, not repaired away."""
+    data = json.loads(TEST.read_text())
+    qas = data["data"][0]["paragraphs"][0]["qas"]
+    answerable = next(qa for qa in qas if qa["answers"])
+    answerable["answers"].append({"text": "not in the context at all", "answer_start": 3})
+    data["data"][0]["paragraphs"][0]["qas"].append(
+        {"id": "lost", "question": "Who?", "is_impossible": False, "answers": [{"text": "Paris", "answer_start": 0}]})
+    data["data"][0]["paragraphs"].append({"context": " ", "qas": [
+        {"id": "blank", "question": "Who?", "is_impossible": False, "answers": [{"text": "Ada", "answer_start": 0}]}]})
+    bad = tmp_path / "test.json"
+    bad.write_text(json.dumps(data))
+    rc, run = tiny("--eval-file", str(bad), "--max-eval-examples", "1000", "--epochs", "1", name="kept")
+    assert rc == 0
+    preds = read(run, "preds.json")
+    assert set(preds) == set(gold_answers(data)) and {"lost", "blank"} <= set(preds)
+    official = subprocess.run([sys.executable, "-m", "metrics.squad", str(run / "preds.json"), "--data", str(bad),
+                               "--na-prob-file", str(run / "na_prob.json")], cwd=ROOT, capture_output=True, text=True)
+    assert official.returncode == 0, official.stderr
+    assert json.loads(official.stdout)["squad_v2"] == metrics(run)["scores"]["after"]["squad_v2"]
+    assert gold_answers(read(run, "test_data.json")["data"]) == gold_answers(data["data"])
+
+
+def test_eval_run_keeps_each_test_set_and_reads_older_runs(tiny, tmp_path):
+    """--eval-run writes one folder per test set (another file never replaces an earlier evaluation); a run from
+    before --layout existed (no "layout" in its config) is read with the default; `latest` passes over a damaged
+    folder beside the runs; flags the run fixed are refused, not ignored."""
+    rc, run = tiny("--epochs", "1", name="r")
+    assert rc == 0
+    assert train_qa.main(["--eval-run", str(run)]) == 0
+    own = read(run / "eval" / "test_data", "metrics.json")
+    assert train_qa.main(["--eval-run", str(run), "--eval-file", str(TEST), "--max-eval-examples", "12"]) == 0
+    assert len(read(run / "eval" / "squad_test-n12-s1", "preds.json")) == 12
+    assert read(run / "eval" / "test_data", "metrics.json") == own
+    config = read(run, "config.json")
+    del config["layout"]
+    (run / "config.json").write_text(json.dumps(config))
+    (run.parent / "damaged").mkdir()
+    (run.parent / "damaged" / "metrics.json").write_text("[]")
+    assert train_qa.main(["--eval-run", "latest", "--runs-dir", str(run.parent)]) == 0
+    assert read(run / "eval" / "test_data", "metrics.json") == own
+    assert_one_line_error(cli("--eval-run", str(run), "--epochs", "9", "--layout", "echo"),
+                          "--epochs, --layout would be ignored")
+
+
+def test_window_and_split_flags_that_cannot_work_exit_2(tmp_path, tiny_llama_folder):
+    assert_one_line_error(cli("--doc-stride", "400"), "--doc-stride 400: must be under --max-length")
+    assert_one_line_error(cli("--article-split", "0.2", "--train-file", str(TRAIN)), "it takes no --train-file")
+    one = tmp_path / "one.json"
+    one.write_text(squad({**NO_ANSWER, "id": "x"}, {**NO_ANSWER, "id": "y"}))
+    assert_one_line_error(cli("--model", "unused", "--eval-file", str(one), "--article-split", "0.5"),
+                          str(one), "--article-split needs at least 2 articles")
+    # room for the context that only the tokenizer knows: refused in one line once it is known
+    assert_one_line_error(cli("--model", str(tiny_llama_folder), "--train-file", str(TRAIN),
+                              "--eval-file", str(TEST), "--max-length", "100", "--doc-stride", "34",
+                              "--max-question-tokens", "64", "--runs-dir", str(tmp_path)),
+                          "--max-length 100 leaves", "context tokens per window")

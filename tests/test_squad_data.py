@@ -177,7 +177,7 @@ def test_long_question_is_cut_and_counted(tmp_path, smollm2_tokenizer, capsys):
 
 
 def test_window_settings_and_tokenizer_are_checked(bundled, smollm2_tokenizer):
-    with pytest.raises(ValueError, match="doc_stride"):
+    with pytest.raises(ValueError, match="--doc-stride 32"):
         make_windows(bundled, smollm2_tokenizer, max_length=96, doc_stride=32, max_question_tokens=64)
 
     class Slow:
