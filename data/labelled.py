@@ -97,5 +97,6 @@ def encode_labels(data: Labelled, names: list[str]) -> list[int]:
     index = {n: i for i, n in enumerate(names)}
     unknown = sorted(set(data.labels) - set(index))
     if unknown:
-        raise DataError(f"{data.path}: unknown label value(s) {unknown[:6]}; the training data has {names}")
+        known = f"{names}" if len(names) <= 12 else f"{len(names)}: {names[:12]}..."  # a text column read as labels
+        raise DataError(f"{data.path}: unknown label value(s) {unknown[:6]}; the training data has {known}")
     return [index[v] for v in data.labels]

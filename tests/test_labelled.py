@@ -122,6 +122,14 @@ def test_unknown_label_in_eval_set(tmp_path):
     assert str(train.path) not in msg
 
 
+def test_many_known_labels_are_listed_short(tmp_path):
+    """A text column read as labels (--label-column premise) has a value per row: the error lists a dozen."""
+    train = read_labelled(write(tmp_path, "train.tsv", "sentence\tlabel\n" + "".join(f"a\tv{i}\n" for i in range(60))))
+    dev = read_labelled(write(tmp_path, "dev.tsv", "sentence\tlabel\nc\tother\n"))
+    msg = error(lambda _: encode_labels(dev, label_names(train)), dev.path, "the training data has 60: ['v0', 'v1'")
+    assert "v59" not in msg and len(msg) < 300
+
+
 def test_mixed_label_values(tmp_path):
     data = read_labelled(write(tmp_path, "d.tsv", "sentence\tlabel\na\t0\nb\tpositive\n"))
     error(lambda _: label_names(data), data.path, "mixed label values", "use either numbers or names")
