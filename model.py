@@ -79,11 +79,12 @@ def loading(name: str):
                          "tokenizer files, a Hub id you can reach, or smollm2-135m (embedded)") from None
 
 
-def load_backbone(name: str, device: torch.device, dtype: torch.dtype):
-    """(causal LM, tokenizer): frozen, eval mode. Its `.model` is the backbone; its LM head serves zero-shot."""
+def load_backbone(name: str, device: torch.device, dtype: torch.dtype, tokenizer=None):
+    """(causal LM, tokenizer): frozen, eval mode. Its `.model` is the backbone; its LM head serves zero-shot. A
+    tokenizer the caller already loaded (load_tokenizer) is used, not loaded again."""
     path = resolve_model(name)
     with loading(name):
-        tokenizer = load_tokenizer(path)
+        tokenizer = load_tokenizer(path) if tokenizer is None else tokenizer
         lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa")
     lm.config.pad_token_id = tokenizer.pad_token_id
     lm.requires_grad_(False).eval().to(device)

@@ -13,14 +13,14 @@ from torch import nn
 
 import distributed
 from data.fetch import atomic_path, write_atomic, write_safetensors
-from lora import PEFT_FILES, from_peft, write_peft
 from features import model_fingerprint
+from lora import PEFT_FILES, from_peft, write_peft
 from model import load_backbone, resolve_model
 from modes import load_trained, trained_parameters
 
-# config keys that may change between a run and its --resume: where things go, how fast, what else is scored
 TRAINED_FILE = "adapters.safetensors"  # what an --unfreeze-last run trained in the backbone, and its head
-# (the data's files by path too: the "data" digest compares what they hold, so moved or copied data resumes)
+# config keys that may change between a run and its --resume: where things go, how fast, what else is scored, and
+# the data's files by path (the "data" digest compares what they hold, so moved or copied data resumes)
 RESUMABLE_CHANGES = {"epochs", "resume", "overwrite", "run_name", "runs_dir", "export", "merge", "peft",
                      "push_to_hub", "private", "push_full", "device", "compile", "max_tokens", "zero_shot",
                      "count_params_only", "cache_features", "cache_budget_gb", "eval_run", "data_dir", "train_file",

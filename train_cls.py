@@ -371,8 +371,8 @@ def main(argv=None) -> int:
     run.save_trained(clf.head, lm.model, mode, "cls", base)
     if args.export:  # with what predict.py needs to read inputs as this run did
         settings = {"task": args.task, "model": args.model, "dtype": model.dtype_name(dtype),
-                    "max_length": args.max_length,
-                    "pooling": args.pooling, "text_column": args.text_column, "label_names": split.display}
+                    "max_length": args.max_length, "pooling": args.pooling, "text_column": args.text_column,
+                    "label_names": split.display}
         export = model.export(Path(args.export), args.model, "cls", clf.head, tokenizer, settings, split.display,
                               lm.model, mode.peft(lm.model, clf.head, "cls", base) if args.peft else None)
     return hub.publish(run, info, flags.push(args), export)

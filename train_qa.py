@@ -291,7 +291,7 @@ def main(argv=None) -> int:
 
     # 2. the backbone, and the features each split's windows read
     dtype = model.pick_dtype(device, args.dtype)
-    lm, tokenizer = model.load_backbone(args.model, device, dtype)
+    lm, tokenizer = model.load_backbone(args.model, device, dtype, tokenizer)
     t0 = time.perf_counter()
     windows, sources = sources_for(mode, lm, tokenizer, sets, args)
     feature_s = time.perf_counter() - t0
@@ -387,9 +387,9 @@ def evaluate_run(args) -> int:
     """`make eval-squad`: a trained run (head, and adapters or blocks if it trained them) on the test set (its own,
     or --eval-file), with its threshold; written into RUN/eval/, beside the run's own files."""
     run, config, info = qa_run(Path(args.runs_dir), args.eval_run)
-    for key in ("model", "dtype", *WINDOW_FLAGS):  # absent in runs from before the flag: its default then
-        setattr(args, key, config.get(key, getattr(args, key)))
-    for key in ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "unfreeze_last"):  # absent: head only
+    # absent from a run's config: a flag newer than the run (its default then), or a mode's (head only)
+    for key in ("model", "dtype", *WINDOW_FLAGS, "lora_rank", "lora_alpha", "lora_dropout", "lora_targets",
+                "unfreeze_last"):
         setattr(args, key, config.get(key, getattr(args, key)))
     mode = flags.mode(args)
     test = subsample(load_squad(args.eval_file or run.file("test_data.json"), test=True), args.max_eval_examples,

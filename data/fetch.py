@@ -227,4 +227,3 @@ def _checked_zip(zip_name: str, name: str, flag: str, timeout: float) -> Path:
         write_atomic(archive, _download(name, GLUE_URL + zip_name, sha, flag, timeout))
     _CHECKED.add(stamp())
     return archive
-

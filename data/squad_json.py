@@ -74,12 +74,12 @@ class LoadReport:
                     self.answers_missing, self.questions_without_answers))
 
     def __str__(self) -> str:
+        kept, dropped = ("kept (answered, and scored against the file's answers)", "located no") if self.kept else \
+            ("skipped", "dropped")
         return (f"{self.answerable} answerable + {self.unanswerable} unanswerable questions; "
-                f"{'kept (answered, and scored against the file' + chr(39) + 's answers)' if self.kept else 'skipped'} "
-                f"{self.empty_context_questions} with empty context and "
+                f"{kept} {self.empty_context_questions} with empty context and "
                 f"{self.questions_without_answers} answerable ones left without located answers; "
-                f"fixed {self.starts_fixed} answer starts; {'located no' if self.kept else 'dropped'} "
-                f"{self.answers_missing} answers "
+                f"fixed {self.starts_fixed} answer starts; {dropped} {self.answers_missing} answers "
                 f"not found and {self.answers_ambiguous} found ambiguously")
 
 
@@ -281,8 +281,8 @@ def read_squad(path: str | Path, test: bool = False) -> tuple[list[Example], Loa
     questions, notes = read_questions(path)
     examples, report = [], LoadReport(reading=notes, kept=test)
     for q in questions:
-        answers, starts = [], []
-        for text, start in q.answers if q.context.strip() else []:
+        answers, starts, blank = [], [], not q.context.strip()
+        for text, start in [] if blank else q.answers:
             status, start, text = _align(q.context, text, start)
             if status in ("ok", "fixed"):
                 answers.append(text)
@@ -290,8 +290,8 @@ def read_squad(path: str | Path, test: bool = False) -> tuple[list[Example], Loa
             report.starts_fixed += status == "fixed"
             report.answers_ambiguous += status == "ambiguous"
             report.answers_missing += status == "missing"
-        report.empty_context_questions += not q.context.strip()
-        report.questions_without_answers += bool(q.context.strip() and q.has_answer and not answers)
+        report.empty_context_questions += blank
+        report.questions_without_answers += not blank and q.has_answer and not answers
         examples.append(Example(q.id, q.title, q.question, q.context, answers, starts, gold=list(q.answers)))
     if not test:
         examples = trainable(examples)
