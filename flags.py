@@ -92,7 +92,9 @@ def positive(x) -> bool:
 
 # flag -> (what must hold, how it reads); flags a script lacks, or left at None, are not checked
 CHECKS: dict[str, tuple[Callable, str]] = {
-    **{k: (positive, "a finite number > 0") for k in ("lr", "backbone_lr", "max_grad_norm", "lora_alpha")},
+    # AdamW moves each weight by about lr a step: past 10 nothing can train, and past ~1e38 float32 overflows
+    **{k: (lambda x: positive(x) and x <= 10, "a number > 0 and at most 10") for k in ("lr", "backbone_lr")},
+    **{k: (positive, "a finite number > 0") for k in ("max_grad_norm", "lora_alpha")},
     **{k: (lambda x: x >= 1, "at least 1") for k in (
         "epochs", "batch_size", "max_length", "grad_accum", "max_tokens", "doc_stride", "max_question_tokens",
         "n_best", "max_answer_length", "max_train_examples", "max_eval_examples")},

@@ -49,13 +49,16 @@ def model_card(info: dict) -> str:
     task: "sst2" | "squad_v2"          base_model: hub id (or local path)     command: the exact command line
     split: {train, validation, test, seed, stratify_by}                      license: str
     metrics: {"before": {name: value}, "zero_shot": {...} | None, "after": {...}}
-    params: {backbone, head, total, trainable}                               full_export: bool
-    repo_id: filled in by push_folder for the loading snippet
+    params: {backbone, head, total, trainable}
+    kind: what the repo holds, folder_kind's word ("head" when absent); repo_id: both filled in by push_folder
     """
     task = TASKS.get(info.get("task"), dict(name=info.get("task") or "Task", tag=None, dataset=None,
                                             auto="AutoModel", script="the training script"))
-    base, full, repo = info.get("base_model"), bool(info.get("full_export")), info.get("repo_id") or "user/repo"
-    peft = not full and run_mode(info) == "lora"  # the run folder holds the adapters in PEFT's format
+    base, kind, repo = info.get("base_model"), info.get("kind", "head"), info.get("repo_id") or "user/repo"
+    full, mode = kind == "full", "lora" if kind == "peft" else run_mode(info)
+    lora_run = kind == "head" and mode == "lora"  # a LoRA run's folder holds its adapters in PEFT's format
+    if lora_run:
+        kind = "peft"  # loaded as a --peft export is: PeftModel on the base model
     yaml = ["---"] + ([f"base_model: {base}"] if base and HUB_ID.fullmatch(base) else [])
     yaml += ["library_name: transformers"] if full else []
     yaml += [f"license: {info['license']}"] if info.get("license") else []
@@ -65,13 +68,15 @@ def model_card(info: dict) -> str:
     out = yaml + ["---", "", f"# {task['name']} head on {base or 'a frozen Llama'}", "",
                   (f"A head for {task['name']}, trained on top of a frozen `{base or 'Llama'}`: only the head was "
                    "trained, the backbone weights are the base model's, unchanged. "
-                   if run_mode(info) == "head" else
+                   if mode == "head" else
                    f"A model for {task['name']} fine-tuned from `{base or 'Llama'}`: trained were "
-                   f"{info.get('trained', 'backbone weights')}; every other weight is the base model's. ")
+                   f"{info.get('trained', 'LoRA adapters' if mode == 'lora' else 'backbone weights')}; every other "
+                   "weight is the base model's. ")
                   + ("This repo holds the full transformers checkpoint (backbone + head)." if full else
                      "This repo holds the LoRA adapters and the head in PEFT's format (`adapter_config.json`, "
-                     "`adapter_model.safetensors`, the head in `modules_to_save`) and the run's config, metrics and "
-                     "log; the backbone comes from the base model." if peft else
+                     "`adapter_model.safetensors`, the head in `modules_to_save`), with "
+                     + ("the run's config, metrics and log" if lora_run else "the tokenizer and `llama_heads.json`")
+                     + "; the backbone comes from the base model." if kind == "peft" else
                      "This repo holds only the head (`head.safetensors`, a few KB) and the run's config, "
                      "metrics and log; the backbone comes from the base model.")]
     if split := info.get("split"):
@@ -88,8 +93,7 @@ def model_card(info: dict) -> str:
     if names := info.get("label_names"):
         out += ["", "## Labels", ""] + [f"- {i}: {n}" for i, n in enumerate(names)]
     out += ["", "## How to load", ""]
-    if full or peft or run_mode(info) == "head":
-        kind = "full" if full else "peft" if peft else "head"
+    if kind != "head" or mode == "head":
         out += ["```python"] + load_snippet(info.get("task"), repo, base or "BASE_MODEL", kind,
                                             info.get("label_names"), info.get("threshold") or 0.0,
                                             len(info.get("text_columns") or [None]) == 2) + ["```", ""]
@@ -279,8 +283,7 @@ def push_folder(folder: Path, repo_id: str, private: bool = False, token: str | 
             if own.exists():
                 print(f"note: the repo gets the generated model card as README.md; {own} stays as it is, "
                       f"unpushed (to push it instead, remove {folder / CARD_INFO})")
-            card = model_card({**(card_info or {}), "full_export": kind == "full", "repo_id": repo_id,
-                               **({"mode": "lora"} if kind == "peft" else {})}).encode()
+            card = model_card({**(card_info or {}), "kind": kind, "repo_id": repo_id}).encode()
         names = sorted(p.name for p in folder.iterdir() if p.name not in (CARD_INFO, "README.md") and p.is_file()
                        and any(fnmatch(p.name, pattern) for pattern in patterns))
         operations = [CommitOperationAdd(name, str(folder / name)) for name in names]

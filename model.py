@@ -1,4 +1,5 @@
 """The Llama backbone, the task heads, pooling, parameter counts and transformers exports."""
+import functools
 import json
 import os
 import shutil
@@ -7,6 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
+from huggingface_hub import constants, get_session, try_to_load_from_cache
 from safetensors import SafetensorError
 from torch import nn
 from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer, LlamaForQuestionAnswering,
@@ -65,14 +67,45 @@ class ModelError(ValueError):
     """--model names nothing loadable: a missing folder, a corrupt config, truncated weights, a Hub id offline."""
 
 
+@functools.cache
+def hub_unreachable() -> str | None:
+    """Why the Hub cannot be reached (no network, HF_HUB_OFFLINE=1), from one quick request without retries; None
+    when it answers at all. Asked once per process."""
+    try:
+        get_session().head(constants.ENDPOINT, timeout=5)
+    except Exception as e:  # whatever the HTTP library (requests, httpx) raises: no answer
+        return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    return None
+
+
+def load_path(name: str) -> str:
+    """Where from_pretrained reads the model `name` (resolve_model: what identifies it). A Hub id while the Hub is
+    unreachable reads from its snapshot in the local Hub cache, at once: huggingface_hub would retry every file for
+    ~25 s, minutes per model, before falling back to it."""
+    path = resolve_model(name)
+    if Path(path).is_dir() or (why := hub_unreachable()) is None:
+        return path
+    try:
+        config = try_to_load_from_cache(path, "config.json")
+    except ValueError:  # not a Hub id: from_pretrained says what is wrong with it
+        return path
+    if not isinstance(config, str):
+        raise ModelError(f"--model {name}: not in the local Hugging Face cache, and the Hub is unreachable ({why}); "
+                         "download it where there is a network (`hf download ID`), or pass a local folder or "
+                         "smollm2-135m (embedded)")
+    return str(Path(config).parent)
+
+
 @contextmanager
 def loading(name: str):
-    """Turn the ways a model fails to load into one ModelError that says what to pass instead."""
+    """Turn the ways a model fails to load into one ModelError that says what to pass instead; yields where to load
+    it from (load_path)."""
     if name.startswith(("/", "./", "../", "~")) and not Path(name).expanduser().is_dir():
         raise ModelError(f"--model {name}: no such folder; pass a folder with config.json, weights and tokenizer "
                          "files, a Hub id (org/name), or smollm2-135m (embedded)")
+    path = load_path(name)
     try:
-        yield
+        yield path
     except (OSError, ValueError, SafetensorError) as e:
         why = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
         raise ModelError(f"--model {name}: cannot load it ({why}); pass a folder with config.json, weights and "
@@ -82,8 +115,7 @@ def loading(name: str):
 def load_backbone(name: str, device: torch.device, dtype: torch.dtype, tokenizer=None):
     """(causal LM, tokenizer): frozen, eval mode. Its `.model` is the backbone; its LM head serves zero-shot. A
     tokenizer the caller already loaded (load_tokenizer) is used, not loaded again."""
-    path = resolve_model(name)
-    with loading(name):
+    with loading(name) as path:
         tokenizer = load_tokenizer(path) if tokenizer is None else tokenizer
         lm = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa")
     lm.config.pad_token_id = tokenizer.pad_token_id
@@ -163,8 +195,8 @@ def n_params(module: nn.Module) -> int:
 def meta_backbone(name: str) -> nn.Module:
     """The bare LlamaModel from its config alone, on the meta device (exact shapes, no weights read); frozen, as
     load_backbone's."""
-    with loading(name), torch.device("meta"):
-        return AutoModel.from_config(AutoConfig.from_pretrained(resolve_model(name))).requires_grad_(False)
+    with loading(name) as path, torch.device("meta"):
+        return AutoModel.from_config(AutoConfig.from_pretrained(path)).requires_grad_(False)
 
 
 def param_report(backbone: nn.Module, head: nn.Module) -> dict:
@@ -217,7 +249,8 @@ def full_model(model_name: str, task: str, head: nn.Linear, pad_token_id: int, i
                backbone: nn.Module | None = None) -> nn.Module:
     """The base checkpoint as LlamaFor{SequenceClassification,QuestionAnswering} in EXPORT_DTYPE, with `head` and
     what `backbone` trained."""
-    base = AutoModel.from_pretrained(resolve_model(model_name), dtype=EXPORT_DTYPE)
+    with loading(model_name) as path:
+        base = AutoModel.from_pretrained(path, dtype=EXPORT_DTYPE)
     if backbone is not None:
         merge_into(base, backbone)
     config = base.config

@@ -284,8 +284,8 @@ def main(argv=None) -> int:
     for name, part in sets.items():
         answerable = sum(ex.has_answer for ex in part)
         print(f"{name:>10}: {len(part):6d} questions ({answerable} answerable, {len(part) - answerable} not)")
-    with model.loading(args.model):
-        tokenizer = model.load_tokenizer(model.resolve_model(args.model))
+    with model.loading(args.model) as path:
+        tokenizer = model.load_tokenizer(path)
     windows_for([], tokenizer, args)  # the window flags leave room for a context: checked before any work
     run = flags.open_run(args, "squad", mode, fingerprint(*(to_squad_json(s) for s in sets.values())))
 

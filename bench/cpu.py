@@ -20,9 +20,10 @@ SQuAD (data/samples/squad_train.json, a seeded sample of --n-qa questions, windo
   careful  as for SST-2 (windows padded per batch, not to 384), 3 epochs timed;
   features the windows' context and null rows once (AutoModel, bf16), then a linear span head, AdamW, 3 epochs.
   SQuAD's score is the span loss on the training windows in the last epoch (or the Trainer's last logged steps).
-The bf16 matmul ceiling at SmolLM2-135M's projection shapes (8,192-token batches) and the project's feature pass
-(features.backbone_features, as train_cls runs it) over the same SST-2 rows are measured in --rounds alternating
-rounds, each pass against the ceiling just before it (the ceiling moves on a shared machine); the median is reported.
+The project's feature pass (features.backbone_features, as train_cls runs it) over the same SST-2 rows is measured
+against the bf16 matmul ceiling at SmolLM2-135M's projection shapes (8,192-token batches), in --rounds passes, a
+slice of the ceiling timed before each batch (the ceiling moves on a shared machine); the median is reported.
+--compiled measures the compiled pass the same way.
 Each side runs in its own subprocess (same thread count), one after another. Model conversion is
 excluded (done first); model loading is included on every side.
 """
@@ -72,7 +73,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--peers", default=",".join(PEERS), help=f"comma list of the peers to run, of {', '.join(PEERS)} "
                    "('' runs none)")
     p.add_argument("--skip-ceiling", action="store_true", help="no matmul ceiling / feature pass measurement")
-    p.add_argument("--rounds", type=int, default=3, help="alternating ceiling / feature pass rounds (median reported)")
+    p.add_argument("--rounds", type=int, default=3, help="feature passes measured against the ceiling (median "
+                   "reported)")
+    p.add_argument("--compiled", action="store_true", help="also measure the compiled feature pass (--compile on; "
+                   "the compile takes minutes here)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     p.add_argument("--keep", metavar="DIR", help="keep the work folder (data cuts, logs, runs) here")
     p.add_argument("--worker", help=argparse.SUPPRESS)
@@ -266,10 +270,12 @@ def worker_features_qa(spec: dict) -> dict:
 
 
 def worker_ceiling(spec: dict) -> dict:
-    """The bf16 matmul ceiling at the backbone's projection shapes and the project's feature pass (train_cls's
-    batches, pooling and --max-tokens) over the same SST-2 rows, in alternating rounds: on a shared machine the
-    ceiling itself moves (0.8-2.2 TFLOP/s on the same VM within an hour), so each pass is set against the ceiling
-    measured just before it. A first, untimed-for-the-ratio pass builds oneDNN's kernels for every batch shape."""
+    """The project's feature pass (train_cls's batches, pooling and --max-tokens over the bench's SST-2 rows) against
+    the bf16 matmul ceiling at the backbone's projection shapes, measured interleaved: a ceiling slice before every
+    batch, so both see the same machine (on this shared VM the ceiling moves 0.8-2.2 TFLOP/s within an hour, and a
+    ceiling timed before a 20 s pass drifted from it). A first pass builds oneDNN's kernels for every batch shape;
+    with spec["compiled"], the compiled pass (--compile, its compile timed) runs each round too."""
+    t_start = time.perf_counter()
     torch = _setup(spec)
     import features
     import model
@@ -292,42 +298,63 @@ def worker_ceiling(spec: dict) -> dict:
     # Q K^T and the weighted sum of V, each 2 * head_dim * heads FLOPs per (query, key) pair a causal pass computes
     attention = 4 * q * c.num_hidden_layers * sum(n * (n + 1) // 2 for n in map(len, seqs))
     flops = 2 * weights * tokens + attention
+    sides = {"eager": lm.model}
+    if spec["compiled"]:
+        sides["compiled"] = features.feature_module(lm.model, compile=True)
 
-    def feature_pass() -> float:
-        t0 = time.perf_counter()
-        for _ in features.backbone_features(lm.model, seqs, tok.pad_token_id, args.max_tokens, "pass", pick):
-            pass
-        return time.perf_counter() - t0
-    first_s = feature_pass()
-    rounds = []
-    for _ in range(spec["rounds"]):
-        ceiling = matmul_ceiling(torch, shapes, spec["matmul_tokens"], lm.dtype)
-        seconds = feature_pass()
-        tflops = flops / seconds / 1e12
-        rounds.append({"ceiling": ceiling, "wall_s": seconds, "tok_s": tokens / seconds, "tflops": tflops,
-                       "share": tflops / ceiling["mix_tflops"]})
-    median = sorted(rounds, key=lambda r: r["share"])[len(rounds) // 2]
-    return {**median, "rounds": rounds, "first_s": first_s, "tokens": tokens, "sentences": len(seqs),
-            "attention_share": attention / flops, "max_tokens": args.max_tokens,
-            "dtype": str(lm.dtype).removeprefix("torch.")}
-
-
-def matmul_ceiling(torch, shapes: dict[str, tuple[int, int]], tokens: int, dtype, rounds: int = 10) -> dict:
-    """F.linear of a (tokens, in) batch by each (out, in) weight, in `dtype`: TFLOP/s per projection and for the
-    block's mix (all FLOPs / all time), after a warm-up round."""
-    import torch.nn.functional as F
-    data = {name: (torch.randn(tokens, i, dtype=dtype), torch.randn(o, i, dtype=dtype))
-            for name, (i, o) in shapes.items()}
-    seconds = dict.fromkeys(data, 0.0)
-    for r in range(rounds + 1):
-        for name, (x, w) in data.items():
+    def feature_pass(module, ceiling: "Ceiling | None") -> float:
+        """Seconds of the pass alone; with `ceiling`, a slice of it is timed before every batch."""
+        seconds, t0 = 0.0, time.perf_counter()
+        for _ in features.backbone_features(module, seqs, tok.pad_token_id, args.max_tokens, "pass", pick):
+            seconds += time.perf_counter() - t0
+            if ceiling:
+                ceiling.slice()
             t0 = time.perf_counter()
-            F.linear(x, w)
-            if r:
-                seconds[name] += time.perf_counter() - t0
-    flops = {name: 2 * tokens * i * o * rounds for name, (i, o) in shapes.items()}
-    return {"tokens": tokens, "mix_tflops": sum(flops.values()) / sum(seconds.values()) / 1e12,
-            **{name: flops[name] / seconds[name] / 1e12 for name in shapes}}
+        return seconds + time.perf_counter() - t0
+    first = {name: feature_pass(module, None) for name, module in sides.items()}
+    rounds = {name: [] for name in sides}
+    for _ in range(spec["rounds"]):
+        for name, module in sides.items():
+            ceiling = Ceiling(torch, shapes, spec["matmul_tokens"], lm.dtype)
+            seconds = feature_pass(module, ceiling)
+            tflops = flops / seconds / 1e12
+            rounds[name].append({"ceiling": ceiling.result(), "wall_s": seconds, "tok_s": tokens / seconds,
+                                 "tflops": tflops, "share": tflops / ceiling.result()["mix_tflops"]})
+    medians = {name: sorted(r, key=lambda r: r["share"])[len(r) // 2] for name, r in rounds.items()}
+    return {"sides": {name: {**medians[name], "rounds": rounds[name], "first_s": first[name]} for name in sides},
+            "tokens": tokens, "sentences": len(seqs), "attention_share": attention / flops,
+            "max_tokens": args.max_tokens, "matmul_tokens": spec["matmul_tokens"],
+            "dtype": str(lm.dtype).removeprefix("torch."), "wall_s": time.perf_counter() - t_start}
+
+
+class Ceiling:
+    """F.linear of a (tokens, in) batch by each of a block's (out, in) projection weights, in `dtype`, timed a slice
+    (one product each) at a time after a warm-up slice: TFLOP/s per projection and for the block's mix (all FLOPs /
+    all time)."""
+
+    def __init__(self, torch, shapes: dict[str, tuple[int, int]], tokens: int, dtype):
+        import torch.nn.functional as F
+        self.linear, self.tokens, self.shapes = F.linear, tokens, shapes
+        self.data = {name: (torch.randn(tokens, i, dtype=dtype), torch.randn(o, i, dtype=dtype))
+                     for name, (i, o) in shapes.items()}
+        self.seconds, self.slices = dict.fromkeys(shapes, 0.0), 0
+        for x, w in self.data.values():
+            self.linear(x, w)
+
+    def slice(self) -> None:
+        for name, (x, w) in self.data.items():
+            t0 = time.perf_counter()
+            self.linear(x, w)
+            self.seconds[name] += time.perf_counter() - t0
+        self.slices += 1
+
+    def result(self) -> dict:
+        if not self.slices:  # a pass of no batches: one slice, so the ratio is still defined
+            self.slice()
+        flops = {name: 2 * self.tokens * i * o * self.slices for name, (i, o) in self.shapes.items()}
+        return {"tokens": self.tokens, "slices": self.slices,
+                "mix_tflops": sum(flops.values()) / sum(self.seconds.values()) / 1e12,
+                **{name: flops[name] / self.seconds[name] / 1e12 for name in self.shapes}}
 
 
 WORKERS = {"ours-cls": worker_ours_cls, "peer-cls": worker_peer_cls, "features-cls": worker_features_cls,
@@ -394,7 +421,7 @@ def main(argv=None) -> int:
             "runs": str(work / "runs"), "careful": False, "careful_batch": args.careful_batch,
             "careful_lr": args.careful_lr,
             "val_fraction": train_qa.parse_args([]).val_fraction, "qa_lr": train_qa.parse_args([]).lr,
-            "matmul_tokens": MATMUL_TOKENS, "rounds": args.rounds}
+            "matmul_tokens": MATMUL_TOKENS, "rounds": args.rounds, "compiled": args.compiled}
     model_name = "SmolLM2-135M" if args.model == "smollm2-135m" else Path(folder).name
     say(f"bench/cpu.py: {model_name} on {threads} threads; SST-2 {n_train} train / {n_test} test rows, "
         f"SQuAD {args.n_qa} questions; {args.epochs} epochs; peers {', '.join(chosen) or 'none'}; work folder {work}")
@@ -500,22 +527,29 @@ def peer_row(name: str, task: str, p: dict, res: dict, args) -> dict:
 
 
 def ceiling_table(c: dict) -> str:
-    """One row per round (the ceiling, then the pass right after it) and the median round's share."""
-    rows = [{"measure": "feature pass, first (oneDNN builds its kernels per batch shape)", "pass s": c["first_s"],
-             "tok/s": c["tokens"] / c["first_s"]}]
-    for i, r in enumerate(c["rounds"], 1):
-        m = r["ceiling"]
-        shapes = ", ".join(f"{k} {v:.2f}" for k, v in m.items() if k not in ("tokens", "mix_tflops"))
-        rows.append({"measure": f"round {i}: bf16 matmul ceiling, then the feature pass", "ceiling TFLOP/s":
-                     m["mix_tflops"], "pass s": r["wall_s"], "tok/s": r["tok_s"], "pass TFLOP/s": r["tflops"],
-                     "% of ceiling": 100 * r["share"], "note": f"per projection: {shapes}"})
-    head = (f"ceiling: F.linear, {c['ceiling']['tokens']:,} tokens x the 7 projections of a block; pass: "
+    """One row per side's first pass and per round (the pass, and the ceiling sliced between its batches), then
+    each side's median share."""
+    rows = []
+    for name, side in c["sides"].items():
+        what = "builds oneDNN's kernels per batch shape" + (", compiles" if name == "compiled" else "")
+        rows.append({"measure": f"{name} feature pass, first ({what})", "pass s": side["first_s"],
+                     "tok/s": c["tokens"] / side["first_s"]})
+    for name, side in c["sides"].items():
+        for i, r in enumerate(side["rounds"], 1):
+            m = r["ceiling"]
+            shapes = ", ".join(f"{k} {m[k]:.2f}" for k in ("q", "k", "v", "o", "gate", "up", "down") if k in m)
+            rows.append({"measure": f"round {i}: {name} feature pass, a ceiling slice before each batch",
+                         "ceiling TFLOP/s": m["mix_tflops"], "pass s": r["wall_s"], "tok/s": r["tok_s"],
+                         "pass TFLOP/s": r["tflops"], "% of ceiling": 100 * r["share"],
+                         "note": f"per projection: {shapes}"})
+    head = (f"ceiling: F.linear, {c['matmul_tokens']:,} tokens x the 7 projections of a block; pass: "
             f"features.backbone_features, max_tokens {c['max_tokens']:,}, {c['dtype']}, {c['sentences']:,} SST-2 "
             f"sentences, {c['tokens']:,} tokens; FLOPs = 2 x non-embedding params x tokens + causal attention "
             f"({100 * c['attention_share']:.1f}%); load {c['load']:.1f}")
-    return (head + "\n" + common.table(rows, ["measure", "ceiling TFLOP/s", "pass s", "tok/s", "pass TFLOP/s",
-                                              "% of ceiling", "note"])
-            + f"\nfeature pass at {100 * c['share']:.0f}% of the matmul ceiling (median of {len(c['rounds'])} rounds)")
+    lines = [f"{name} feature pass at {100 * side['share']:.0f}% of the matmul ceiling (median of "
+             f"{len(side['rounds'])} rounds)" for name, side in c["sides"].items()]
+    return "\n".join([head, common.table(rows, ["measure", "ceiling TFLOP/s", "pass s", "tok/s", "pass TFLOP/s",
+                                                "% of ceiling", "note"])] + lines)
 
 
 if __name__ == "__main__":

@@ -72,7 +72,7 @@ def test_card_content():
 
 
 def test_card_full_export_qa_and_missing_parts():
-    card = hub.model_card({"task": "squad_v2", "base_model": "/tmp/local/llama", "full_export": True,
+    card = hub.model_card({"task": "squad_v2", "base_model": "/tmp/local/llama", "kind": "full",
                            "repo_id": "me/qa", "metrics": {"before": {"exact": 0.0, "HasAns_total": 50},
                                                            "zero_shot": None, "after": {"exact": 51.2}}})
     assert "library_name: transformers" in card and "- question-answering" in card and "rajpurkar/squad_v2" in card
@@ -90,7 +90,7 @@ def test_push_head_only(run_dir):
     assert api.calls["create_repo"] == dict(repo_id="me/sst2-head", private=True, exist_ok=True)
     assert api.calls["uploaded"] == ["README.md", "config.json", "head.safetensors", "log.jsonl", "metrics.json"]
     assert "sst2" in api.calls["message"]
-    assert api.card() == hub.model_card({**INFO, "full_export": False, "repo_id": "me/sst2-head"})
+    assert api.card() == hub.model_card({**INFO, "repo_id": "me/sst2-head"})
     assert api.calls["files"]["head.safetensors"] == (run_dir / "head.safetensors").read_bytes()
     assert hashes(run_dir) == before  # the card went up from memory: nothing written into the folder
 
@@ -114,7 +114,16 @@ def test_push_peft_export(tmp_path):
     assert api.calls["uploaded"] == ["README.md", "adapter_config.json", "adapter_model.safetensors",
                                      "llama_heads.json", "tokenizer.json", "tokenizer_config.json"]
     assert 'PeftModel.from_pretrained(model, "me/peft")' in api.card() and "adapters" in api.calls["message"]
+    assert "with the tokenizer" in api.card() and "metrics and log" not in api.card()  # what it holds: no run files
+    assert "trained were LoRA adapters" in api.card()
+    assert "only the head was trained" not in api.card()  # adapters: the backbone did train
     assert hashes(folder) == before
+
+
+def test_a_lora_run_folder_card_says_it_holds_the_run():
+    card = hub.model_card({**INFO, "mode": "lora", "trained": "LoRA adapters", "repo_id": "me/lora"})
+    assert "PEFT's format" in card and "the run's config, metrics and log" in card
+    assert 'PeftModel.from_pretrained(model, "me/lora")' in card
 
 
 def test_retry_reuses_card_json(run_dir):
@@ -157,7 +166,7 @@ def test_own_readme_is_never_overwritten(run_dir, capsys, card_json):
     assert hashes(run_dir) == before
     notes = capsys.readouterr().out.splitlines()
     if card_json:
-        assert api.card() == hub.model_card({**INFO, "full_export": False, "repo_id": "me/a"})
+        assert api.card() == hub.model_card({**INFO, "repo_id": "me/a"})
         assert len(notes) == 2 and f"{run_dir / 'README.md'} stays as it is" in notes[0]
     else:
         assert api.card() == "MY OWN NOTES\n" and notes == []
@@ -280,7 +289,7 @@ def test_every_card_snippet_runs_and_gives_the_projects_logits(tmp_path, monkeyp
         lora.write_peft(repo, mode.peft(lm.model, head, "qa" if qa else "cls", str(tiny_llama_folder)))
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda repo_id, filename, **kw: str(repo / filename))
     info = {"task": task, "base_model": str(tiny_llama_folder), "mode": "lora" if kind == "peft" else "head",
-            "threshold": -0.5, "label_names": None if qa else ["negative", "positive"], "full_export": kind == "full",
+            "threshold": -0.5, "label_names": None if qa else ["negative", "positive"], "kind": kind,
             "text_columns": ["question", "sentence"] if task == "qnli" else None,
             "repo_id": {"full": str(tmp_path / "export"), "peft": str(repo), "head": "me/repo"}[kind]}
     code = snippets(hub.model_card(info))

@@ -1,5 +1,6 @@
 """model.py: pooling, heads, parameter counts, dtype and pad-token choice, loading errors, transformers exports."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -152,6 +153,37 @@ def test_load_tokenizer_prefers_llama3_finetune_pad(tmp_path, tiny_llama_folder)
     pad = "<|finetune_right_pad_id|>"
     tok = model.load_tokenizer(str(tokenizer_without_pad(tmp_path, tiny_llama_folder, [pad])))
     assert tok.pad_token == pad and tok.pad_token_id == tok.convert_tokens_to_ids(pad) != tok.eos_token_id
+
+
+OFFLINE_LOAD = """
+import torch, model
+lm, tok = model.load_backbone("test-org/tiny", torch.device("cpu"), torch.float32)
+print(type(lm).__name__, type(model.meta_backbone("test-org/tiny")).__name__)
+try:
+    model.load_backbone("test-org/absent", torch.device("cpu"), torch.float32)
+except model.ModelError as e:
+    print(e)
+"""
+
+
+def test_an_unreachable_hub_loads_cached_models_at_once(tmp_path, tiny_llama_folder):
+    """No network (a Hub endpoint that refuses connections, HF_HUB_OFFLINE unset): a cached Hub id loads from the
+    cache and an uncached one fails with its one line, both without huggingface_hub's retries (~25 s a file)."""
+    snapshot = tmp_path / "hub" / "models--test-org--tiny" / "snapshots" / "c0ffee"
+    snapshot.mkdir(parents=True)
+    for f in tiny_llama_folder.iterdir():
+        (snapshot / f.name).write_bytes(f.read_bytes())
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("c0ffee")
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    out = subprocess.run([sys.executable, "-c", OFFLINE_LOAD], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env={**env, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_ENDPOINT": "http://127.0.0.1:9"})
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "LlamaForCausalLM LlamaModel"
+    assert lines[1].startswith("--model test-org/absent: not in the local Hugging Face cache, and the Hub is "
+                               "unreachable (")
+    assert "Retrying" not in out.stderr and "thrown while requesting" not in out.stderr
 
 
 # --- transformers exports ----------------------------------------------------------------------------------
