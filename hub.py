@@ -56,9 +56,8 @@ def model_card(info: dict) -> str:
                                             auto="AutoModel", script="the training script"))
     base, kind, repo = info.get("base_model"), info.get("kind", "head"), info.get("repo_id") or "user/repo"
     full, mode = kind == "full", "lora" if kind == "peft" else run_mode(info)
-    lora_run = kind == "head" and mode == "lora"  # a LoRA run's folder holds its adapters in PEFT's format
-    if lora_run:
-        kind = "peft"  # loaded as a --peft export is: PeftModel on the base model
+    lora_run = kind == "head" and mode == "lora"  # a LoRA run's folder holds its adapters in PEFT's format...
+    loads_as = "peft" if lora_run else kind  # ...so it loads as a --peft export does: PeftModel on the base model
     yaml = ["---"] + ([f"base_model: {base}"] if base and HUB_ID.fullmatch(base) else [])
     yaml += ["library_name: transformers"] if full else []
     yaml += [f"license: {info['license']}"] if info.get("license") else []
@@ -76,7 +75,7 @@ def model_card(info: dict) -> str:
                      "This repo holds the LoRA adapters and the head in PEFT's format (`adapter_config.json`, "
                      "`adapter_model.safetensors`, the head in `modules_to_save`), with "
                      + ("the run's config, metrics and log" if lora_run else "the tokenizer and `llama_heads.json`")
-                     + "; the backbone comes from the base model." if kind == "peft" else
+                     + "; the backbone comes from the base model." if loads_as == "peft" else
                      "This repo holds only the head (`head.safetensors`, a few KB) and the run's config, "
                      "metrics and log; the backbone comes from the base model.")]
     if split := info.get("split"):
@@ -93,8 +92,8 @@ def model_card(info: dict) -> str:
     if names := info.get("label_names"):
         out += ["", "## Labels", ""] + [f"- {i}: {n}" for i, n in enumerate(names)]
     out += ["", "## How to load", ""]
-    if kind != "head" or mode == "head":
-        out += ["```python"] + load_snippet(info.get("task"), repo, base or "BASE_MODEL", kind,
+    if loads_as != "head" or mode == "head":
+        out += ["```python"] + load_snippet(info.get("task"), repo, base or "BASE_MODEL", loads_as,
                                             info.get("label_names"), info.get("threshold") or 0.0,
                                             len(info.get("text_columns") or [None]) == 2) + ["```", ""]
     else:

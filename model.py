@@ -67,6 +67,11 @@ class ModelError(ValueError):
     """--model names nothing loadable: a missing folder, a corrupt config, truncated weights, a Hub id offline."""
 
 
+def first_line(e: Exception, limit: int) -> str:
+    """What an exception says, as one short line for a one-line error."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:limit]
+
+
 @functools.cache
 def hub_unreachable() -> str | None:
     """Why the Hub cannot be reached (no network, HF_HUB_OFFLINE=1), from one quick request without retries; None
@@ -74,7 +79,7 @@ def hub_unreachable() -> str | None:
     try:
         get_session().head(constants.ENDPOINT, timeout=5)
     except Exception as e:  # whatever the HTTP library (requests, httpx) raises: no answer
-        return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        return first_line(e, 200)
     return None
 
 
@@ -107,9 +112,8 @@ def loading(name: str):
     try:
         yield path
     except (OSError, ValueError, SafetensorError) as e:
-        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-        raise ModelError(f"--model {name}: cannot load it ({why}); pass a folder with config.json, weights and "
-                         "tokenizer files, a Hub id you can reach, or smollm2-135m (embedded)") from None
+        raise ModelError(f"--model {name}: cannot load it ({first_line(e, 300)}); pass a folder with config.json, "
+                         "weights and tokenizer files, a Hub id you can reach, or smollm2-135m (embedded)") from None
 
 
 def load_backbone(name: str, device: torch.device, dtype: torch.dtype, tokenizer=None):

@@ -317,9 +317,9 @@ def worker_ceiling(spec: dict) -> dict:
         for name, module in sides.items():
             ceiling = Ceiling(torch, shapes, spec["matmul_tokens"], lm.dtype)
             seconds = feature_pass(module, ceiling)
-            tflops = flops / seconds / 1e12
-            rounds[name].append({"ceiling": ceiling.result(), "wall_s": seconds, "tok_s": tokens / seconds,
-                                 "tflops": tflops, "share": tflops / ceiling.result()["mix_tflops"]})
+            tflops, measured = flops / seconds / 1e12, ceiling.result()
+            rounds[name].append({"ceiling": measured, "wall_s": seconds, "tok_s": tokens / seconds,
+                                 "tflops": tflops, "share": tflops / measured["mix_tflops"]})
     medians = {name: sorted(r, key=lambda r: r["share"])[len(r) // 2] for name, r in rounds.items()}
     return {"sides": {name: {**medians[name], "rounds": rounds[name], "first_s": first[name]} for name in sides},
             "tokens": tokens, "sentences": len(seqs), "attention_share": attention / flops,
@@ -349,12 +349,10 @@ class Ceiling:
         self.slices += 1
 
     def result(self) -> dict:
-        if not self.slices:  # a pass of no batches: one slice, so the ratio is still defined
-            self.slice()
         flops = {name: 2 * self.tokens * i * o * self.slices for name, (i, o) in self.shapes.items()}
         return {"tokens": self.tokens, "slices": self.slices,
                 "mix_tflops": sum(flops.values()) / sum(self.seconds.values()) / 1e12,
-                **{name: flops[name] / self.seconds[name] / 1e12 for name in self.shapes}}
+                "projections": {name: flops[name] / self.seconds[name] / 1e12 for name in self.shapes}}
 
 
 WORKERS = {"ours-cls": worker_ours_cls, "peer-cls": worker_peer_cls, "features-cls": worker_features_cls,
@@ -537,7 +535,7 @@ def ceiling_table(c: dict) -> str:
     for name, side in c["sides"].items():
         for i, r in enumerate(side["rounds"], 1):
             m = r["ceiling"]
-            shapes = ", ".join(f"{k} {m[k]:.2f}" for k in ("q", "k", "v", "o", "gate", "up", "down") if k in m)
+            shapes = ", ".join(f"{k} {v:.2f}" for k, v in m["projections"].items())
             rows.append({"measure": f"round {i}: {name} feature pass, a ceiling slice before each batch",
                          "ceiling TFLOP/s": m["mix_tflops"], "pass s": r["wall_s"], "tok/s": r["tok_s"],
                          "pass TFLOP/s": r["tflops"], "% of ceiling": 100 * r["share"],
