@@ -29,8 +29,14 @@ def cls_scores(acc: float) -> dict:
     return {"loss": 1 - acc, "accuracy": acc, "precision": acc + 0.01234, "recall": acc - 0.05678, "f1": acc + 0.00011}
 
 
-def write_run(folder, task: str) -> dict:
-    """runs/<name>/metrics.json with the schema train_cls.py / train_qa.py write."""
+STEPS = [{"step": k, "epoch": k / 4, "loss": 0.9 - k / 40, "lr": 1e-3 * k, "grad_norm": 0.5 + k / 100,
+          "examples_per_s": 1000.0 + k} for k in range(1, 13)]
+
+
+def write_run(folder, task: str, recorded: bool = True) -> dict:
+    """runs/<name>/metrics.json with the schema train_cls.py / train_qa.py write; `recorded`: with what runs record
+    since 2026-12-03 (a classification run's label counts and per-example predictions, per-step log rows, the
+    epoch selection and learning-rate grid, the environment)."""
     run = {"task": task, "base_model": "tiny-llama", "resolved_model": "/models/tiny-llama",
            "command": f"python train.py --run-name {folder.name}",
            "split": {"train": 80, "validation": 20, "test": 10, "seed": 7, "stratify_by": "label"},
@@ -52,6 +58,20 @@ def write_run(folder, task: str) -> dict:
                 "epochs": [{"epoch": e, "train_loss": 0.7 / e, "val_loss": 0.65 / e, **cls_scores(0.6 + e / 30)}
                            for e in (1, 2, 3)]}
     folder.mkdir(parents=True)
+    log = run["epochs"]
+    if recorded:
+        run |= {"selection": {"rule": "best", "metric": "accuracy", "epoch": 2, "stopped": "patience"},
+                "lr_grid": [{"lr": 0.001, "score": 0.61234}, {"lr": 0.01, "score": 0.65432}],
+                "environment": {"python": "3.11.2", "torch": "2.13.0", "transformers": "4.56.1", "device": "cpu"}}
+        log = [*STEPS[:4], log[0], *STEPS[4:8], log[1], *STEPS[8:], *log[2:]]
+        if task != "squad_v2":
+            run["label_counts"] = {"train": [30, 50], "validation": [8, 12], "test": [5, 5]}
+            preds = [("awful", "negative", "positive", 0.75), ("great | fun", "positive", "positive", 0.95),
+                     ("dull", "negative", "negative", 0.6), ("fine", "positive", "negative", 0.875)]
+            (folder / "test_preds.jsonl").write_text("".join(
+                json.dumps({"index": i, "text": t, "label": y, "predicted": p, "probability": q}) + "\n"
+                for i, (t, y, p, q) in enumerate(preds)))
+    (folder / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
     (folder / "metrics.json").write_text(json.dumps(run))
     return run
 
@@ -81,8 +101,9 @@ def matches(cell: str, value) -> bool:
     return decimals in (2, 4) and abs(float(cell) - value) <= 0.5 * 10 ** -decimals + 1e-12
 
 
-def make_runs(tmp_path) -> dict[str, dict]:
-    return {task: write_run(tmp_path / "runs" / name, task) for task, name in (("sst2", "cls"), ("squad_v2", "qa"))}
+def make_runs(tmp_path, recorded: bool = True) -> dict[str, dict]:
+    return {task: write_run(tmp_path / "runs" / name, task, recorded)
+            for task, name in (("sst2", "cls"), ("squad_v2", "qa"))}
 
 
 def build(tmp_path, *args) -> str:
@@ -125,6 +146,79 @@ def test_tables_show_the_metrics_json_numbers(built):
     assert [[int(r[label]) for label in runs["sst2"]["labels"]] for r in confusion] == runs["sst2"]["confusion"]
 
 
+def test_comparison_table_baselines_and_warnings(built):
+    """One row per run, test set and headline metric with metrics.json's numbers; the baselines computed by hand:
+    SST-2's test set holds 5 negative and 5 positive sentences, the training set's majority is positive (50 of 80),
+    so always-positive scores accuracy 0.5 and F1 2/3; the QA test set has 6 unanswerable questions of 10."""
+    _, runs, text = built
+    rows = tables(text)["Comparison", ""]
+    ours = [r for r in rows if not r["run"].startswith("↳")]
+    assert [(r["run"], r["metric"]) for r in ours] == [("`cls`", "accuracy"), ("`cls`", "f1"), ("`qa`", "exact"),
+                                                       ("`qa`", "f1")]
+    stage = {"before": "before", "zero-shot": "zero_shot", "after": "after"}
+    for r in ours:
+        run = runs["squad_v2" if r["run"] == "`qa`" else "sst2"]
+        assert r["model"] == "`tiny-llama`" and r["trained params"] == str(run["params"]["trainable"])
+        assert r["test set"] == "test" and r["task"] == run["task"]
+        assert r["wall time (features + training)"] == "3.8 s"  # 2.5 s features + 1.25 s training
+        for header, key in stage.items():
+            assert matches(r[header], run["metrics"][key][r["metric"]]), (r, header)
+    base = {(r["task"], r["metric"]): r for r in rows if r["run"].startswith("↳")}
+    assert base["sst2", "accuracy"]["run"] == "↳ baseline: always `positive` (the training labels' majority)"
+    assert base["sst2", "accuracy"]["after"] == "0.5000" and base["sst2", "f1"]["after"] == "0.6667"
+    assert base["squad_v2", "exact"]["run"] == "↳ baseline: always no answer"
+    assert base["squad_v2", "exact"]["after"] == base["squad_v2", "f1"]["after"] == "60.00"
+    assert all(r["before"] == r["zero-shot"] == "–" for r in base.values())
+    # the QA run's after (EM 52.00, F1 55.25) is below always-no-answer's 60.00: a warning, here and in its section;
+    # the classification run beats its baseline and its untrained head: none
+    warning = ("> **⚠ Warning:** `qa`, test: after does not beat the baseline, always no answer: exact 52.00 ≤ 60.00, "
+               "f1 55.25 ≤ 60.00.")
+    assert text.count(warning) == 2 and text.count("⚠") == 2
+
+
+def test_per_class_scores_errors_steps_selection_and_environment(built):
+    _, runs, text = built
+    found = tables(text)
+    per_class = {r["class"]: r for r in found["cls", "Per-class scores (test set, after)"]}
+    # confusion [[4, 1], [2, 3]]: negative precision 4/6 recall 4/5, positive precision 3/4 recall 3/5
+    assert per_class["negative"] == {"class": "negative", "precision": "0.6667", "recall": "0.8000", "F1": "0.7273",
+                                     "support": "5"}
+    assert per_class["positive"] == {"class": "positive", "precision": "0.7500", "recall": "0.6000", "F1": "0.6667",
+                                     "support": "5"}
+    assert per_class["macro average"]["F1"] == "0.6970" and per_class["macro average"]["support"] == "10"
+    errors = found["cls", "Most confident errors (test set, after)"]
+    assert errors == [{"row": "3", "text": "fine", "true": "positive", "predicted": "negative", "confidence": "0.8750"},
+                      {"row": "0", "text": "awful", "true": "negative", "predicted": "positive",
+                       "confidence": "0.7500"}]
+    assert "2 of 2 errors (of 4 examples), the most confident first" in text
+    assert "log.jsonl: 12 step rows (steps 1–12); training loss first 0.8750, lowest 0.6000, last 0.6000; median " \
+           "1,007.0 examples/s." in text
+    assert "- selection: rule best, metric accuracy, epoch 2, stopped patience" in text
+    assert found["cls", "Training curve and model selection"] == [{"lr": "0.001", "validation score": "0.6123"},
+                                                                  {"lr": "0.01", "validation score": "0.6543"}]
+    assert found["cls", "Per-epoch (validation)"] and len(found["cls", "Per-epoch (validation)"]) == 3  # no step rows
+    env = {r["run"]: r for r in found["Environment", ""]}
+    assert env["`cls`"] == {"run": "`cls`", "python": "3.11.2", "torch": "2.13.0", "transformers": "4.56.1",
+                            "device": "cpu"}
+    # the QA run stored no predictions here: said so, not made up
+    assert "_not recorded: the run folder has no preds.json / test_data.json._" in text
+
+
+def test_an_older_run_says_what_it_did_not_record(tmp_path):
+    """A run from before label counts, per-example predictions, step rows, selection and versions were recorded: the
+    report still builds; the baseline is the test labels' majority (a tie: the first label), and the rest says
+    "not recorded"."""
+    make_runs(tmp_path, recorded=False)
+    text = build(tmp_path, tmp_path / "runs" / "cls", tmp_path / "runs" / "qa")
+    base = {r["metric"]: r for r in tables(text)["Comparison", ""] if r["run"].startswith("↳") and r["task"] == "sst2"}
+    assert base["accuracy"]["run"] == ("↳ baseline: always `negative` (the test labels' majority: the run recorded no "
+                                       "training label counts)")
+    assert base["accuracy"]["after"] == "0.5000" and base["f1"]["after"] == "0.0000"
+    assert text.count("Per-step loss: not recorded") == 2 and text.count("- selection: not recorded") == 2
+    assert "_not recorded: the run folder has no per-example predictions (test_preds.jsonl)" in text
+    assert all(r["python"] == r["device"] == "not recorded" for r in tables(text)["Environment", ""])
+
+
 def test_text_sections(built):
     text = built[2]
     assert "hidden × num_labels, no bias = 32 × 2 = 64" in text and "`LlamaForSequenceClassification.score`" in text
@@ -137,7 +231,9 @@ def test_figures_are_linked_pngs(built):
     pytest.importorskip("matplotlib")
     tmp_path, _, text = built
     links = [line[line.index("](") + 2:-1] for line in text.splitlines() if line.startswith("![")]
-    assert len(links) == 6 and all(link.startswith("REPORT_files/") for link in links)
+    assert [link.split("-", 1)[1] for link in links] == [
+        "epochs.png", "steps.png", "stages.png", "confusion.png", "epochs.png", "steps.png", "stages.png",
+        "hasans-noans.png"] and all(link.startswith("REPORT_files/") for link in links)
     for link in links:
         assert (tmp_path / "out" / link).read_bytes().startswith(PNG_MAGIC), link
     assert "pip install -r requirements-report.txt" not in text
@@ -158,11 +254,13 @@ def test_default_picks_latest_run_of_each_task(tmp_path, monkeypatch):
     make_runs(tmp_path)
     write_run(tmp_path / "runs" / "cls-old", "sst2")
     write_run(tmp_path / "runs" / "cls-new", "sst2")
+    run = write_run(tmp_path / "runs" / "qnli-run", "sst2")
+    (tmp_path / "runs" / "qnli-run" / "metrics.json").write_text(json.dumps(run | {"task": "qnli"}))
     (tmp_path / "runs" / "not-a-run").mkdir()  # e.g. a run still in progress: skipped
-    for age, name in enumerate(("cls-new", "qa", "cls-old", "cls")):
+    for age, name in enumerate(("cls-new", "qa", "cls-old", "cls", "qnli-run")):
         os.utime(tmp_path / "runs" / name / "metrics.json", (1e9 - age, 1e9 - age))
     sections = [line[3:].split()[0] for line in build(tmp_path).splitlines() if line.startswith("## ")]
-    assert sections == ["cls-new", "qa"]
+    assert sections == ["Comparison", "Environment", "qnli-run", "cls-new", "qa"]
 
 
 @pytest.mark.parametrize("case", ["missing", "invalid", "no-runs"])
