@@ -206,8 +206,8 @@ def warnings(run: dict, test: str, stages: dict, base: Baseline | None) -> list[
 
 
 def paragraphs(lines: list[str]) -> list[str]:
-    """Each line its own Markdown paragraph (adjacent quoted lines would run together)."""
-    return [part for line in lines for part in (line, "")]
+    """Each line its own Markdown paragraph, after a blank line (adjacent quoted lines would run together)."""
+    return [part for line in lines for part in ("", line)]
 
 
 def wall_time(run: dict) -> str:
@@ -236,7 +236,7 @@ def comparison_lines(rows: list[list[str]], notes: list[str]) -> list[str]:
     """The comparison table, what its columns mean, and the warnings, each its own paragraph."""
     return markdown(COMPARISON, rows) + [
         "", "QA scores are percentages, the others fractions. A baseline never reads the text: its score is in the "
-        "after column. Wall time: the backbone features plus training and evaluation (not model loading).", ""] + \
+        "after column. Wall time: the backbone features plus training and evaluation (not model loading)."] + \
         paragraphs(notes)
 
 
@@ -439,13 +439,17 @@ def label_names(run: dict) -> list[str]:
 
 
 def confusion_plot(plt, counts: list[list[int]], labels: list[str], title: str, predicted: list[str] | None = None):
+    """Counts (rows: true, columns: predicted), each cell shaded by its share of the row (the class's recall on the
+    diagonal), so a small class reads as well as a large one."""
+    shares = [[c / max(1, sum(row)) for c in row] for row in counts]
     side = max(4.0, 1.2 + 0.9 * len(labels))
-    fig, ax = plt.subplots(figsize=(side + 0.8, side), layout="constrained")
-    ax.imshow(counts, cmap="Blues")
+    fig, ax = plt.subplots(figsize=(side + 1.4, side), layout="constrained")
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, shrink=0.8, label="share of the true class")
     for i, row in enumerate(counts):
         for j, count in enumerate(row):  # white on the dark cells
-            ax.text(j, i, f"{count:,}", ha="center", va="center",
-                    color="white" if count > max(map(max, counts)) / 2 else "black")
+            ax.text(j, i, f"{count:,}\n{shares[i][j]:.0%}", ha="center", va="center",
+                    color="white" if shares[i][j] > 0.5 else "black")
     ax.set(xticks=range(len(labels)), yticks=range(len(labels)), xticklabels=predicted or labels,
            yticklabels=labels, xlabel="predicted", ylabel="true", title=title)
     ax.tick_params(axis="x", labelrotation=30 if max(map(len, predicted or labels)) > 10 else 0)
@@ -503,8 +507,7 @@ def run_section(run: dict, plt, fig_dir: Path) -> list[str]:
     for name, metrics in test_sets(run).items():  # MNLI's mismatched dev set after the test set
         if name != "test":
             lines += ["", f"### Test set {name}: before / zero-shot / after", ""]
-        lines += stage_table(run, metrics) + [""]
-        lines += paragraphs(warnings(run, name, metrics, baseline(run, name)))
+        lines += stage_table(run, metrics) + paragraphs(warnings(run, name, metrics, baseline(run, name))) + [""]
     if is_qa(run):
         lines += [f"No-answer threshold (chosen on validation): {fmt(run.get('threshold'))}", "",
                   "### No-answer decision (test set, after; rows = true, columns = predicted)", ""]

@@ -315,3 +315,93 @@ def test_a_malformed_run_is_one_line(tmp_path, broken):
                           str(tmp_path / "R.md")], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr, out.stderr
     assert "metrics.json: missing or malformed entry" in out.stderr and not (tmp_path / "R.md").exists()
+
+
+# --- runs of the tiny random Llama: what train_cls.py / train_qa.py store, and the report's numbers from it ------
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory, tiny_llama_folder):
+    """A classification run (200-row SST-2 cut, 100 test sentences) and a QA run (60 / 30 questions), 2 epochs each,
+    and the report on both."""
+    import train_cls
+    import train_qa
+    from helpers import data_dir_cut
+    tmp = tmp_path_factory.mktemp("tiny-runs")
+    common = ["--model", str(tiny_llama_folder), "--dtype", "fp32", "--epochs", "2", "--runs-dir", str(tmp / "runs")]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LLAMA_HEADS_CACHE", str(tmp / "cache"))
+        assert train_cls.main([*common, "--data-dir", str(data_dir_cut(tmp / "sst2", "sst2", 200, 100)),
+                               "--run-name", "cls"]) == 0
+        assert train_qa.main([*common, "--train-file", str(ROOT / "data" / "samples" / "squad_train.json"),
+                              "--eval-file", str(ROOT / "data" / "samples" / "squad_test.json"),
+                              "--max-train-examples", "60", "--max-eval-examples", "30", "--run-name", "qa"]) == 0
+    return tmp, build(tmp, tmp / "runs" / "cls", tmp / "runs" / "qa")
+
+
+def test_a_classification_run_stores_its_test_predictions(tiny_runs):
+    tmp, _ = tiny_runs
+    info = json.loads((tmp / "runs" / "cls" / "metrics.json").read_text())
+    rows = [json.loads(line) for line in (tmp / "runs" / "cls" / "test_preds.jsonl").read_text().splitlines()]
+    dev = [line.split("\t") for line in (tmp / "sst2" / "dev.tsv").read_text().splitlines()[1:]]
+    assert [r["index"] for r in rows] == list(range(100)) and [r["text"] for r in rows] == [t for t, _ in dev]
+    names = info["label_names"]
+    assert [r["label"] for r in rows] == [names[info["labels"].index(y)] for _, y in dev]
+    assert all(0.5 <= r["probability"] <= 1 for r in rows)  # the larger of two
+    counted = [[sum(r["label"] == t and r["predicted"] == p for r in rows) for p in names] for t in names]
+    assert counted == info["confusion"]
+    assert sum(r["label"] == r["predicted"] for r in rows) / 100 == info["metrics"]["after"]["accuracy"]
+    assert info["label_counts"]["test"] == [sum(r["label"] == n for r in rows) for n in names]
+    assert sum(info["label_counts"]["train"]) == info["split"]["train"]
+
+
+def test_the_report_of_real_runs_equals_their_files(tiny_runs):
+    """The comparison, the baselines, per-class scores, the no-answer decisions and the errors of two real runs,
+    checked against metrics.json and the stored predictions, computed here another way."""
+    from metrics.squad import load_dataset, score
+    tmp, text = tiny_runs
+    found = tables(text)
+    cls, qa = (json.loads((tmp / "runs" / name / "metrics.json").read_text()) for name in ("cls", "qa"))
+    rows = [json.loads(line) for line in (tmp / "runs" / "cls" / "test_preds.jsonl").read_text().splitlines()]
+    comparison = {(r["run"] if r["run"].startswith("`") else r["task"] + " baseline", r["metric"]): r
+                  for r in found["Comparison", ""]}
+    for (run, metric), r in comparison.items():
+        if run.startswith("`"):
+            after = (cls if run == "`cls`" else qa)["metrics"]["after"][metric]
+            assert matches(r["after"], after), (run, metric)
+    # always the training set's majority label: its share of the test set, and the F1 of the positive class
+    names, train = cls["label_names"], cls["label_counts"]["train"]
+    majority = names[train.index(max(train))]
+    share = sum(r["label"] == majority for r in rows) / len(rows)
+    assert matches(comparison["sst2 baseline", "accuracy"]["after"], share)
+    assert matches(comparison["sst2 baseline", "f1"]["after"], 2 * share / (1 + share) if majority == names[1] else 0.0)
+    assert f"always `{majority}` (the training labels' majority)" in comparison["sst2 baseline", "accuracy"]["run"]
+    # always no answer, scored by metrics.squad
+    data = load_dataset(tmp / "runs" / "qa" / "test_data.json")
+    abstain = score(data, {q["id"]: "" for a in data for p in a["paragraphs"] for q in p["qas"]})["squad_v2"]
+    for metric in ("exact", "f1"):
+        assert matches(comparison["squad_v2 baseline", metric]["after"], abstain[metric])
+    # the warnings say exactly where after does not beat the baseline
+    for run, name, info, task in (("`cls`", "cls", cls, "sst2"), ("`qa`", "qa", qa, "squad_v2")):
+        percent = task == "squad_v2"
+        worse = [m for (r, m), row in comparison.items() if r == f"{task} baseline"
+                 and info["metrics"]["after"][m] <= float(row["after"]) + (0.005 if percent else 0.00005)]
+        assert (f"`{name}`, test: after does not beat the baseline" in text) == bool(worse), (name, worse)
+    # per class: the positive class's scores are the run's precision, recall and F1
+    positive = next(r for r in found["cls", "Per-class scores (test set, after)"] if r["class"] == names[1])
+    for header, key in (("precision", "precision"), ("recall", "recall"), ("F1", "f1")):
+        assert matches(positive[header], cls["metrics"]["after"][key])
+    # the no-answer decisions: abstaining on an unanswerable question is the NoAns exact match
+    s = qa["scores"]["after"]["squad_v2"]
+    decisions = {r["true \\ predicted"]: r for r in found["qa", "No-answer decision (test set, after; rows = true, "
+                                                              "columns = predicted)"]}
+    assert int(decisions["no answer"]["no answer"]) == round(s["NoAns_exact"] * s["NoAns_total"] / 100)
+    assert int(decisions["has answer"]["answered"]) + int(decisions["has answer"]["no answer"]) == s["HasAns_total"]
+    # the errors: the most confident wrong predictions, in order
+    wrong = sorted((r for r in rows if r["label"] != r["predicted"]), key=lambda r: -r["probability"])[:10]
+    shown = found["cls", "Most confident errors (test set, after)"]
+    assert [(int(r["row"]), r["true"], r["predicted"]) for r in shown] == \
+        [(r["index"], r["label"], r["predicted"]) for r in wrong]
+    assert all(matches(r["confidence"], w["probability"]) for r, w in zip(shown, wrong))
+    n_wrong = round(s["total"] * (1 - s["exact"] / 100))  # a question scores exact 0 or 1
+    assert f"{min(10, n_wrong)} of {n_wrong} errors (of {s['total']} examples)" in text
+    assert len(found["qa", "Most confident errors (test set, after)"]) == min(10, n_wrong)
