@@ -105,11 +105,16 @@ class Example:
 
 
 def cls_examples(run: dict) -> list[Example] | None:
-    rows = read_jsonl(run["dir"] / "test_preds.jsonl")
-    if rows is None:
+    path = run["dir"] / "test_preds.jsonl"
+    if (rows := read_jsonl(path)) is None:
         return None
-    return [Example(str(r["index"]), r["text"] if isinstance(r["text"], str) else " ‖ ".join(r["text"]), r["label"],
-                    r["predicted"], r["probability"], r["label"] == r["predicted"]) for r in rows]
+    try:
+        return [Example(str(r["index"]), r["text"] if isinstance(r["text"], str) else " ‖ ".join(r["text"]),
+                        r["label"], r["predicted"], float(r["probability"]), r["label"] == r["predicted"])
+                for r in rows]
+    except (KeyError, TypeError, ValueError) as e:
+        raise ReportError(f"{path}: a row without its index, text, label, predicted or probability "
+                          f"({type(e).__name__}: {e}); the run folder is damaged") from None
 
 
 def qa_examples(run: dict) -> list[Example] | None:
@@ -366,16 +371,17 @@ def bars(ax, groups: list[str], series: dict[str, list[float]], percent: bool) -
            ylabel="percent" if percent else "fraction")  # headroom above the top tick for the value labels
 
 
-def epochs_plot(plt, run: dict):
+def epochs_plot(plt, run: dict, steps: list[dict]):
     """The loss curve (per step where log.jsonl has step rows, with each epoch's training and validation loss) and
     the validation scores per epoch."""
-    qa, rows, steps = is_qa(run), epoch_rows(run), step_rows(run)
+    qa, rows = is_qa(run), epoch_rows(run)
     epochs = [r["epoch"] for r in rows]
     fig, (loss_ax, score_ax) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
     if steps:  # x: the step's position in epochs, so the epoch rows' points sit at the ends of their epochs
-        x, loss = [r["epoch"] for r in steps], [r["loss"] for r in steps]
+        logged = [r for r in steps if r.get("loss") is not None]  # a diverged step's loss is null
+        x, loss = [r["epoch"] for r in logged], [r["loss"] for r in logged]
         loss_ax.plot(x, loss, "-", color="0.7", linewidth=0.8, label=f"training loss per step ({len(steps):,} logged)")
-        if (window := len(steps) // 25) > 1:  # a noisy curve of thousands of steps needs its trend drawn
+        if (window := len(loss) // 25) > 1:  # a noisy curve of thousands of steps needs its trend drawn
             mean = [sum(loss[i:i + window]) / window for i in range(len(loss) - window + 1)]
             loss_ax.plot(x[window - 1:], mean, "-", color="black", linewidth=1.2, label=f"mean of {window} steps")
     # the second line is dashed with a smaller marker so that it stays visible when both lines coincide
@@ -384,6 +390,8 @@ def epochs_plot(plt, run: dict):
         for key, style in zip(keys, ("-o", "--s")):
             ax.plot(epochs, [r.get(key) for r in rows], style, markersize=8 if style == "-o" else 5,
                     label=prefix + key.replace("_", " "))
+    if isinstance(kept := run.get("selection", {}).get("epoch"), int):  # what "after" scores (--select best)
+        score_ax.axvline(kept, linestyle=":", color="0.4", label=f"kept: epoch {kept}")
     for ax, ylabel in ((loss_ax, "loss"), (score_ax, "percent" if qa else "fraction")):
         ax.set(xlabel="epoch", ylabel=ylabel, xticks=([0] if steps and ax is loss_ax else []) + epochs)
         ax.legend(fontsize=8)
@@ -392,9 +400,8 @@ def epochs_plot(plt, run: dict):
     return fig
 
 
-def steps_plot(plt, run: dict):
+def steps_plot(plt, steps: list[dict]):
     """The learning rate and the gradient norm (before clipping) at each logged step."""
-    steps = step_rows(run)
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
     for ax, key, title in zip(axes, ("lr", "grad_norm"), ("learning rate", "gradient norm")):
         ax.plot([r["step"] for r in steps], [r.get(key) for r in steps], "-", linewidth=1.2)
@@ -456,25 +463,25 @@ def confusion_plot(plt, counts: list[list[int]], labels: list[str], title: str, 
     return fig
 
 
-def figure_lines(plt, run: dict, folder: Path, examples: list[Example] | None) -> list[str]:
+def figure_lines(plt, run: dict, folder: Path, steps: list[dict], examples: list[Example] | None) -> list[str]:
     """Draws the run's figures into folder and returns their Markdown links, relative to the report."""
-    plots = [("loss curve and validation scores", "epochs", epochs_plot)]
-    if step_rows(run):
-        plots.append(("learning rate and gradient norm per step", "steps", steps_plot))
-    plots.append(("test metrics before / after training", "stages", stages_plot))
+    plots = [("loss curve and validation scores", "epochs", lambda: epochs_plot(plt, run, steps))]
+    if steps:
+        plots.append(("learning rate and gradient norm per step", "steps", lambda: steps_plot(plt, steps)))
+    plots.append(("test metrics before / after training", "stages", lambda: stages_plot(plt, run)))
     if is_qa(run):
-        plots.append(("F1 on answerable vs unanswerable questions", "hasans-noans", answerable_plot))
+        plots.append(("F1 on answerable vs unanswerable questions", "hasans-noans", lambda: answerable_plot(plt, run)))
         if examples is not None:
-            plots.append(("no-answer decisions", "decisions", lambda plt, run: confusion_plot(
+            plots.append(("no-answer decisions", "decisions", lambda: confusion_plot(
                 plt, qa_decisions(examples), QA_CLASSES, "no-answer decision (test set, after)",
                 ["answered", "no answer"])))
     else:
-        plots.append(("confusion matrix", "confusion", lambda plt, run: confusion_plot(
+        plots.append(("confusion matrix", "confusion", lambda: confusion_plot(
             plt, run["confusion"], label_names(run), f"{run['task']} confusion matrix (test set, after)")))
     lines = []
     for caption, suffix, plot in plots:
         name = f"{run['dir'].name}-{suffix}.png"
-        fig, png = plot(plt, run), io.BytesIO()
+        fig, png = plot(), io.BytesIO()
         fig.savefig(png, format="png", dpi=110)
         plt.close(fig)
         write_atomic(folder / name, png.getvalue())
@@ -492,11 +499,11 @@ def run_section(run: dict, plt, fig_dir: Path) -> list[str]:
              f"- data: train {s['train']:,}, validation {s['validation']:,}, test {s['test']:,} "
              f"(seed {s['seed']}, stratified by {s['stratify_by']})",
              f"- command: `{run['command']}`", ""]
-    rows, examples = epoch_rows(run), test_examples(run)
+    rows, steps, examples = epoch_rows(run), step_rows(run), test_examples(run)
     keys = list(dict.fromkeys(k for r in rows for k in r))
     lines += ["### Per-epoch (validation)", ""] + markdown(
         keys, [[fmt(r.get(k), is_qa(run) and k in SQUAD_PERCENT) for k in keys] for r in rows])
-    lines += ["", "### Training curve and model selection", "", *steps_summary(step_rows(run)), "",
+    lines += ["", "### Training curve and model selection", "", *steps_summary(steps), "",
               *selection_lines(run)]
     lines += ["", "### Test set: before / zero-shot / after", "",
               "_before_: the untrained (randomly initialised) head; _zero-shot_: the language model alone, without "
@@ -532,7 +539,7 @@ def run_section(run: dict, plt, fig_dir: Path) -> list[str]:
     lines += ["", "### Most confident errors (test set, after)", ""] + errors_lines(run, examples)
     lines += ["", "### Parameters", ""] + param_lines(run)
     lines += ["", "### Time", ""] + timing_lines(run) + ["", "### Figures", ""]
-    return lines + (figure_lines(plt, run, fig_dir, examples) if plt else [NO_FIGURES, ""])
+    return lines + (figure_lines(plt, run, fig_dir, steps, examples) if plt else [NO_FIGURES, ""])
 
 
 def checked(run: dict, build, *args):

@@ -313,7 +313,7 @@ def write_predictions(path: Path, texts: list, labels: list[int], logits: torch.
     rows = ({"index": i, "text": t if isinstance(t, str) else list(t), "label": names[y], "predicted": names[k],
              "probability": p} for i, (t, y, k, p) in enumerate(zip(texts, labels, predicted.tolist(),
                                                                      probability.tolist())))
-    write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
+    write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def main(argv=None) -> int:

@@ -280,6 +280,28 @@ def test_errors_exit_2_with_one_line(tmp_path, capsys, case):
     assert not (tmp_path / "R.md").exists()
 
 
+QUESTION = {"data": [{"title": "t", "paragraphs": [{"context": "c", "qas": [{"id": "q1", "question": "why?",
+                                                                              "answers": []}]}]}]}
+
+
+@pytest.mark.parametrize("name, files, expected", [
+    ("cls", {"test_preds.jsonl": '{"index": 0, "text": "a"\n'}, "/test_preds.jsonl: invalid JSON lines"),
+    ("cls", {"test_preds.jsonl": '{"index": 0, "text": "a"}\n'},
+     "/test_preds.jsonl: a row without its index, text, label, predicted or probability"),
+    ("cls", {"log.jsonl": "[1, 2]\n"}, "/log.jsonl: a row is not a JSON object"),
+    ("qa", {"test_data.json": json.dumps(QUESTION), "preds.json": "{}", "na_prob.json": "{}"},
+     ": test_data.json, preds.json and na_prob.json do not read together (KeyError: 'q1')"),
+], ids=["preds-json", "preds-keys", "log", "qa-preds"])
+def test_a_damaged_prediction_or_log_file_is_one_line_naming_it(tmp_path, capsys, name, files, expected):
+    make_runs(tmp_path)
+    for file, content in files.items():
+        (tmp_path / "runs" / name / file).write_text(content)
+    assert report.main([str(tmp_path / "runs" / name), "-o", str(tmp_path / "R.md")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{tmp_path / 'runs' / name}{expected}" in err, err
+    assert not (tmp_path / "R.md").exists()
+
+
 def test_glue_task_run_shows_its_task_and_every_test_set(tmp_path):
     """A GLUE task's run (train_cls.py --task mnli): the task, its text columns and metrics, and a table for the
     mismatched test set beside the test set's."""
