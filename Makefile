@@ -31,5 +31,5 @@ RUN ?= latest
 eval-squad:  ## re-score a trained QA run (RUN=runs/NAME; default the latest) into RUN/eval/<test set>/
 	$(PYTHON) train_qa.py --eval-run $(RUN)
 
-report:  ## REPORT.md (+ REPORT_files/*.png) from the latest classification and QA runs
+report:  ## REPORT.md (+ REPORT_files/*.png) from the latest run of each task
 	$(PYTHON) report.py -o REPORT.md

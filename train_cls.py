@@ -11,6 +11,7 @@ the head on them. With --unfreeze-last K the cache holds the states below the to
 runs only those; with --lora-rank every step runs the whole backbone.
 """
 import argparse
+import json
 import shlex
 import sys
 import time
@@ -27,7 +28,7 @@ import loop
 import model
 from batching import length_batches, shuffled
 from data import glue
-from data.fetch import DataUnavailable, fetch_file
+from data.fetch import DataUnavailable, fetch_file, write_atomic
 from data.glue import Task
 from data.labelled import DataError, Labelled, encode_labels, label_names, read_labelled
 from data.split import stratified_split
@@ -95,6 +96,12 @@ class Split:
     y_tests: dict[str, list[int]]
     train_idx: list[int]
     val_idx: list[int]
+
+    def label_counts(self) -> dict[str, list[int]]:
+        """How often each label occurs in each part: train, validation and every test set."""
+        parts = {"train": [self.y_all[i] for i in self.train_idx], "validation": [self.y_all[i] for i in self.val_idx],
+                 **self.y_tests}
+        return {name: [y.count(i) for i in range(len(self.names))] for name, y in parts.items()}
 
 
 def load_data(args, task: Task | None) -> tuple[Labelled, dict[str, Labelled]]:
@@ -320,10 +327,19 @@ def confusion(preds: torch.Tensor, labels: torch.Tensor, n: int) -> list[list[in
 
 
 def print_split(split: Split) -> None:
-    for name, y in (("train", [split.y_all[i] for i in split.train_idx]),
-                    ("validation", [split.y_all[i] for i in split.val_idx]), *split.y_tests.items()):
-        balance = ", ".join(f"{n}: {y.count(i)}" for i, n in enumerate(split.names))
-        print(f"{name:>10}: {len(y):6d} sentences ({balance})")
+    for name, counts in split.label_counts().items():
+        balance = ", ".join(f"{n}: {c}" for n, c in zip(split.names, counts))
+        print(f"{name:>10}: {sum(counts):6d} sentences ({balance})")
+
+
+def write_predictions(path: Path, texts: list, labels: list[int], logits: torch.Tensor, names: list[str]) -> None:
+    """One JSON line per test example, in file order: its text(s), true and predicted label (as users read them)
+    and the predicted label's probability; report.py lists the most confident errors from it."""
+    probability, predicted = logits.float().softmax(-1).max(-1)
+    rows = ({"index": i, "text": t if isinstance(t, str) else list(t), "label": names[y], "predicted": names[k],
+             "probability": p} for i, (t, y, k, p) in enumerate(zip(texts, labels, predicted.tolist(),
+                                                                     probability.tolist())))
+    write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def main(argv=None) -> int:
@@ -395,6 +411,9 @@ def main(argv=None) -> int:
         return 0
     base, export = model.resolve_model(args.model), None
     run.save_trained(clf.head, lm.model, mode, "cls", base)
+    for name, test in split.tests.items():
+        write_predictions(run.file(f"{name}_preds.jsonl"), test.texts, split.y_tests[name], logits[name],
+                          split.display)
     if args.export:  # with what predict.py needs to read inputs as this run did
         settings = {"task": args.task, "model": args.model, "dtype": model.dtype_name(dtype),
                     "max_length": args.max_length, "pooling": args.pooling, "text_column": args.text_column,
@@ -414,7 +433,7 @@ def summary(args, mode: Mode, split: Split, results: dict, metrics: tuple[str, .
             "text_columns": list(text_columns(args.text_column)),
             "labels": split.names, "label_names": split.display, "task_metrics": list(metrics),
             "metrics": results["test"], **({"more_tests": others} if others else {}), "test_sets": test_sets,
-            "confusion": matrix, "params": params, "epochs": rows,
+            "confusion": matrix, "label_counts": split.label_counts(), "params": params, "epochs": rows,
             "split": {"train": len(split.train_idx), "validation": len(split.val_idx),
                       "test": len(split.y_tests["test"]), **{name: len(split.y_tests[name]) for name in others},
                       "seed": args.seed, "stratify_by": "label"}, "timing": timing}

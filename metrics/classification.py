@@ -44,11 +44,19 @@ def classification_metrics(y_true: Sequence, y_pred: Sequence, positive_label: H
             raise MetricsInputError(f"binary metrics need at most two labels, got {len(labels)}; use average='macro'")
         precision, recall, f1 = _precision_recall_f1(y_true, y_pred, positive_label)
     elif average == "macro":
-        per_label = [_precision_recall_f1(y_true, y_pred, label) for label in labels]
-        precision, recall, f1 = (sum(column) / len(labels) for column in zip(*per_label))
+        scores = per_label(y_true, y_pred).values()
+        precision, recall, f1 = (sum(s[k] for s in scores) / len(labels) for k in ("precision", "recall", "f1"))
     else:
         raise MetricsInputError(f"average must be 'binary' or 'macro', not {average!r}")
     return {"accuracy": accuracy, "precision": precision, "recall": recall, "f1": f1}
+
+
+def per_label(y_true: Sequence, y_pred: Sequence) -> dict[Hashable, dict[str, float]]:
+    """{label: {"precision", "recall", "f1", "support"}} for every label seen in y_true or y_pred, in sorted order;
+    support is the label's count in y_true. Zero denominators give 0.0, as in classification_metrics."""
+    y_true, y_pred = _checked(y_true, y_pred)
+    return {label: {**dict(zip(("precision", "recall", "f1"), _precision_recall_f1(y_true, y_pred, label))),
+                    "support": sum(t == label for t in y_true)} for label in sorted(set(y_true) | set(y_pred))}
 
 
 def matthews_corrcoef(y_true: Sequence, y_pred: Sequence) -> float:

@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 import model
+import report
 import train_cls
 from data import fetch, glue
 from data.fetch import DataUnavailable
@@ -118,13 +119,21 @@ def test_multi_class_task_fetched_with_both_test_sets(tiny, download):
     urls = download("MNLI.zip", glue_zip({"MNLI/train.tsv": mnli_file(pairs[:90], 0),
                                           "MNLI/dev_matched.tsv": mnli_file(pairs[90:120], 1),
                                           "MNLI/dev_mismatched.tsv": mnli_file(pairs[120:], 2)}))
-    rc, info, _ = tiny("--task", "mnli")
+    rc, info, folder = tiny("--task", "mnli")
     assert rc == 0 and urls == [fetch.GLUE_URL + "MNLI.zip"]  # one download serves the three files
     assert info["labels"] == ["entailment", "neutral", "contradiction"] and len(info["confusion"]) == 3  # GLUE's ids
     assert info["split"]["test"] == 30 and info["split"]["test_mismatched"] == 30
     assert info["test_sets"] == {"test": "glue_dev_matched", "test_mismatched": "glue_dev_mismatched"}
     assert set(info["more_tests"]) == {"test_mismatched"}
     assert set(info["more_tests"]["test_mismatched"]) == {"before", "after"}
+    # each test set's predictions, pairs as pairs, and its label counts: the report's baseline for both test sets
+    for name, offset in (("test", 90), ("test_mismatched", 120)):
+        preds = [json.loads(line) for line in (folder / f"{name}_preds.jsonl").read_text().splitlines()]
+        assert [r["text"] for r in preds] == [[q, s] for _, q, s, _ in pairs[offset:offset + 30]]
+        assert info["label_counts"][name] == [sum(r["label"] == n for r in preds) for n in info["labels"]]
+    out = folder.parent / "REPORT.md"
+    assert report.main([str(folder), "-o", str(out)]) == 0
+    assert out.read_text().count("↳ baseline: always `") == 4 and "not recorded" not in out.read_text().split("## ")[1]
 
 
 # --- fetching a GLUE zip -----------------------------------------------------------------------------------
