@@ -9,8 +9,8 @@ the next stage runs.
   setup     the device and versions; the carried files (bench/transfer.py unpack); the embedded SmolLM2 converted
             (--smoke: a tiny random Llama with SmolLM2's tokenizer)
   cls       train_cls.py on the SST-2 sample, end to end (bf16 features, pinned copies, --compile auto); the same run
-            in two pieces (--epochs 1, then --resume) gives the same weights and numbers, bit for bit; predict.py on
-            its --export gives the run's test confusion matrix
+            again with a Ctrl-C in epoch 2 and --resume gives the same weights and numbers, bit for bit; predict.py
+            on its --export gives the run's test confusion matrix
   qa        train_qa.py with LoRA r=8 and dropout (autocast, the CUDA generator), likewise, --export --merge; its
             checkpoint holds the CUDA generator's state. Its runs use torch's deterministic algorithms (flash
             attention's backward is not deterministic otherwise), so any difference is the resume's
@@ -35,6 +35,7 @@ import tarfile
 import tempfile
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -54,7 +55,7 @@ class Plan:
     """What each stage runs: the GPU sizes, or --smoke's."""
     smoke: bool
     device: str
-    boxes: dict[str, int]  # each stage's time box, seconds
+    boxes: dict[str, float]  # each stage's time box, seconds
     epochs: int
     cls: list[str]
     qa: list[str]
@@ -92,7 +93,9 @@ def fork(target: Callable[[], None], log: Path, env: dict[str, str], deadline: f
     process group) at `deadline`. This process never touches CUDA, so each child starts it afresh."""
     sys.stdout.flush()
     sys.stderr.flush()
-    pid = os.fork()
+    with warnings.catch_warnings():  # torch's idle native threads hold no lock a child needs (as DataLoader forks)
+        warnings.filterwarnings("ignore", ".*multi-threaded.*fork", DeprecationWarning)
+        pid = os.fork()
     if pid == 0:
         code = 1
         try:
@@ -106,6 +109,8 @@ def fork(target: Callable[[], None], log: Path, env: dict[str, str], deadline: f
             target()
             code = 0
         except SystemExit as e:
+            if isinstance(e.code, str):  # sys.exit("message"): the interpreter would print it
+                print(e.code, file=sys.stderr)
             code = e.code if isinstance(e.code, int) else int(e.code is not None)
         except BaseException:
             traceback.print_exc()
@@ -117,6 +122,7 @@ def fork(target: Callable[[], None], log: Path, env: dict[str, str], deadline: f
 
 
 def wait(pid: int, deadline: float) -> int | None:
+    """The child's exit code, or None once it and its process group are killed at `deadline`."""
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
@@ -155,28 +161,28 @@ def as_script(script: str, args: list[str], deterministic: bool, interrupt: int 
 
 # functions run in a child (they use torch; this process only reads JSON)
 
-def device_info(smoke: bool, work: str) -> dict:
+def device_info() -> dict:
     import platform
 
     import torch
     import transformers
     out = {"torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version()}
     if torch.cuda.is_available():
-        out.update(device=torch.cuda.get_device_name(0), gpus=torch.cuda.device_count(), cuda=torch.version.cuda)
-    else:
-        out.update(device=f"CPU ({os.cpu_count()} cores)", gpus=0)
-    if smoke:
-        out["model"] = str(tiny_llama(Path(work) / "tiny-llama"))
-    else:
-        import smollm2
-        t0 = time.perf_counter()
-        smollm2.local_folder()
-        out.update(model=smollm2.NAME, convert_s=time.perf_counter() - t0)
-    return out
+        return {**out, "device": torch.cuda.get_device_name(0), "gpus": torch.cuda.device_count(),
+                "cuda": torch.version.cuda}
+    return {**out, "device": f"CPU ({os.cpu_count()} cores)", "gpus": 0}
 
 
-def tiny_llama(folder: Path) -> Path:
-    """A random 2-layer Llama with SmolLM2's tokenizer, saved like any Hub checkpoint (tests/conftest.py's too)."""
+def embedded_model() -> dict:
+    """The embedded SmolLM2, converted (from the carried GGUF on a GPU machine)."""
+    import smollm2
+    t0 = time.perf_counter()
+    smollm2.local_folder()
+    return {"model": smollm2.NAME, "convert_s": time.perf_counter() - t0, "gguf": str(smollm2.gguf_path())}
+
+
+def tiny_llama(folder: str) -> dict:
+    """A random 2-layer Llama with SmolLM2's tokenizer, saved like any Hub checkpoint (as tests/conftest.py does)."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -189,7 +195,7 @@ def tiny_llama(folder: Path) -> Path:
                          tie_word_embeddings=True)
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    return folder
+    return {"model": folder}
 
 
 def weight_diff(run_a: str, run_b: str) -> dict:
@@ -316,16 +322,19 @@ def read_json(path: Path):
 
 
 def stage_setup(c: Check) -> None:
-    c.info = c.call(device_info, c.plan.smoke, str(c.work))
+    c.info = c.call(device_info)
     what = f"{c.info['device']}" + (f" x{c.info['gpus']}, CUDA {c.info['cuda']}" if c.info["gpus"] else "")
     c.row("device", f"{what}; torch {c.info['torch']}, transformers {c.info['transformers']}, "
           f"Python {c.info['python']}", "a CUDA GPU" if not c.plan.smoke else "the CPU (--smoke)",
           PASS if c.plan.smoke or c.info["gpus"] else FAIL)
-    if not c.plan.smoke:
-        carried = f"unpacked, sha256 checked ({c.env.get('PYTHONPATH', '')})" if not c.carry_error else c.carry_error
-        c.row("carried files (bench/transfer.py)", carried, "every part here and intact",
-              FAIL if c.carry_error else PASS)
-        c.row("embedded SmolLM2 converted", f"{c.info['convert_s']:.1f} s", "converts", PASS)
+    if c.plan.smoke:
+        c.info.update(c.call(tiny_llama, str(c.work / "tiny-llama")))
+        return
+    carried = f"unpacked, sha256 checked ({c.env.get('PYTHONPATH', '')})" if not c.carry_error else c.carry_error
+    c.row("carried files (bench/transfer.py)", carried, "every part here and intact", FAIL if c.carry_error else PASS)
+    if not c.carry_error:
+        c.info.update(c.call(embedded_model))
+        c.row("embedded SmolLM2 converted", f"{c.info['convert_s']:.1f} s from {c.info['gguf']}", "converts", PASS)
 
 
 def cls_flags(c: Check, data: Path) -> list:
@@ -487,7 +496,9 @@ def stage_learn(c: Check) -> None:
     has_answer = {qa["id"]: bool(qa["answers"]) for article in test["data"] for p in article["paragraphs"]
                   for qa in p["qas"]}
     no_answer_f1 = 100 * sum(not h for h in has_answer.values()) / len(has_answer)
-    split = f"{lora['split']['train']} train / {lora['split']['validation']} validation / {len(has_answer)} test"
+    c.row("SQuAD v2 dev: training / held-out articles", f"{lora['split']['train']} train, "
+          f"{lora['split']['validation']} validation, {len(has_answer)} test questions; always-no-answer F1 "
+          f"{no_answer_f1:.1f}", INFO, INFO)
     for side, numbers, run, seconds in (("frozen head", head["metrics"]["after"], "learn-head", head_s),
                                         ("zero-shot", head["metrics"].get("zero_shot"), None, None),
                                         ("adapted: LoRA r=16, every projection", lora["metrics"]["after"],
@@ -496,7 +507,7 @@ def stage_learn(c: Check) -> None:
         value = ", ".join(f"{k} {numbers[k]:.1f}" for k in ("exact", "f1", "HasAns_f1", "NoAns_f1") if k in numbers)
         c.row(f"SQuAD v2, held-out articles: {side}", value + (f", no-answer AUC {area:.3f}" if area is not None
                                                                else "") + (f"; {seconds:.0f} s" if seconds else ""),
-              split if run == "learn-head" else INFO, INFO)
+              INFO, INFO)
     f1, has_f1 = lora["metrics"]["after"]["f1"], lora["metrics"]["after"].get("HasAns_f1", 0.0)
     c.row("adapted F1 against always-no-answer", f"{f1:.1f} vs {no_answer_f1:.1f}", ">= always-no-answer + 5",
           c.goal(f1 >= no_answer_f1 + 5))
@@ -559,8 +570,10 @@ def main(argv=None) -> int:
     (work / "logs").mkdir(parents=True)
     t_start = time.monotonic()
     env, carry_error = carried(args)
-    # before the imports below: nltk reads NLTK_DATA and huggingface_hub HF_HUB_OFFLINE as they load
-    os.environ.update({**env, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1", "TOKENIZERS_PARALLELISM": "false"})
+    # before the imports below: nltk reads NLTK_DATA and huggingface_hub HF_HUB_OFFLINE as they load; and should
+    # anything ask whether there is a GPU here, NVML answers, which leaves CUDA unstarted for the forked children
+    os.environ.update({**env, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1", "TOKENIZERS_PARALLELISM": "false",
+                       "PYTORCH_NVML_BASED_CUDA_CHECK": "1"})
     sys.path[1:1] = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     squad_dev = args.squad_dev or Path(env.get("SQUAD_DEV") or ROOT.parent / "shared" / "data" / "squad_v2" /
                                        "dev-v2.0.json")
@@ -572,6 +585,9 @@ def main(argv=None) -> int:
     # each QA run's METEOR would load again (3-20 s)
     import predict  # noqa: F401  (imports train_cls, train_qa and what they import)
     from bench import common, gpu  # noqa: F401
+    import torch
+    if torch.cuda.is_initialized():  # a forked child could not start it again
+        raise SystemExit("error: an import started CUDA in bench/device_check.py's own process; its children fork")
     from metrics import wordnet
     try:
         wordnet.load()

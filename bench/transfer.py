@@ -186,7 +186,8 @@ def main(argv=None) -> int:
         elif args.action == "check":
             manifest, problems = check(args.carry)
             arrived = len(manifest["parts"]) - len(problems)
-            print(f"{arrived} of {len(manifest['parts'])} parts here and intact" + "".join(f"\n  {p}" for p in problems))
+            print(f"{arrived} of {len(manifest['parts'])} parts here and intact"
+                  + "".join(f"\n  {line}" for line in problems))
         else:
             env = unpack(args.carry, args.dest)
             print("\n".join(f"export {k}={v}" for k, v in env.items()))

@@ -32,8 +32,10 @@ def test_smoke_runs_every_check(tmp_path):
     results = {key: row["result"] for key, row in rows.items()}
     assert "FAIL" not in results.values() and "skipped" not in results.values(), results
     for key in [("cls", "train_cls.py end to end"), ("cls", "cls: Ctrl-C in epoch 2, --resume = one run"),
-                ("cls", "predict.py on the --export"), ("qa", "qa (LoRA dropout): Ctrl-C in epoch 2, --resume = one run"),
-                ("qa", "predict.py on the --export --merge"), ("torchrun", "train_cls.py under torchrun, 2 rank(s), gloo")]:
+                ("cls", "predict.py on the --export"),
+                ("qa", "qa (LoRA dropout): Ctrl-C in epoch 2, --resume = one run"),
+                ("qa", "predict.py on the --export --merge"),
+                ("torchrun", "train_cls.py under torchrun, 2 rank(s), gloo")]:
         assert results[key] == "pass", key
     assert rows[("cls", "cls: Ctrl-C in epoch 2, --resume = one run")]["value"] == \
         "weights and test/validation numbers identical"
