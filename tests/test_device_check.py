@@ -44,7 +44,7 @@ def test_smoke_runs_every_check(tmp_path):
     for key in [("speed", "SQuAD pass MFU"), ("speed", "sst2: ours vs the best peer"),
                 ("learn", "adapted HasAns_f1"), ("learn", "adapted F1 against always-no-answer")]:
         assert results[key] == "n/a" and rows[key]["value"][0].isdigit(), key
-    for side in ("frozen head", "zero-shot", "adapted: LoRA r=16, every projection"):
+    for side in ("frozen head", "zero-shot", "adapted: LoRA r=4, every projection"):
         assert "HasAns_f1" in rows[("learn", f"SQuAD v2, held-out articles: {side}")]["value"]
     assert "no-answer AUC" in rows[("learn", "SQuAD v2, held-out articles: frozen head")]["value"]
     out = tmp_path / "out"
