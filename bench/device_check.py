@@ -446,6 +446,7 @@ def stage_torchrun(c: Check) -> None:
 
 
 def stage_speed(c: Check) -> None:
+    c.needs_carry()  # bench/gpu.py imports nltk (its peers read train_cls, whose flags read the SQuAD metrics)
     out = c.work / "gpu.json"
     c.script("bench/gpu.py", c.plan.gpu + ["--json", out])
     g = read_json(out)
@@ -583,15 +584,18 @@ def main(argv=None) -> int:
         os.environ.setdefault("OMP_NUM_THREADS", "1")
     # every CLI's imports, once: the stages fork from here (no CUDA is touched in this process); WordNet too, which
     # each QA run's METEOR would load again (3-20 s)
-    from bench import common, gpu  # noqa: F401
+    from bench import common
     try:
         import predict  # noqa: F401  (imports train_cls, train_qa and what they import)
+        from bench import gpu  # noqa: F401
         from metrics import wordnet
-        wordnet.load()
-    except ImportError as e:  # nltk or gguf not carried here: the stages that need them fail with a row saying so
+    except ImportError as e:  # nltk not carried here: the stages that need it (all but setup) fail with a row
         print(f"note: {e}", flush=True)
-    except wordnet.WordNetMissing:
-        pass  # each QA run says so itself
+    else:
+        try:
+            wordnet.load()
+        except wordnet.WordNetMissing:
+            pass  # each QA run says so itself
     import torch
     if torch.cuda.is_initialized():  # a forked child could not start it again
         raise SystemExit("error: an import started CUDA in bench/device_check.py's own process; its children fork")
