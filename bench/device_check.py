@@ -46,6 +46,7 @@ SAMPLES = ROOT / "data" / "samples"
 STAGES = ("setup", "cls", "qa", "torchrun", "speed", "learn")
 PASS, FAIL, NA, INFO = "pass", "FAIL", "n/a", "-"
 INTERRUPTED = 130  # flags.run's exit code after Ctrl-C
+MARKER = ".device-check"  # in a --work folder this script made, which a later check may replace
 TRAINED_FILES = ("head.safetensors", "adapter_model.safetensors", "adapters.safetensors")
 LORA_ALL = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
 
@@ -567,8 +568,14 @@ def main(argv=None) -> int:
     plan = dataclasses.replace(plan, boxes={**plan.boxes, **args.boxes})
     os.chdir(ROOT)
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="device-check-"))
-    shutil.rmtree(work, ignore_errors=True)
+    if work.is_dir() and any(work.iterdir()):  # an earlier check's folder is replaced; anything else is kept
+        if not (work / MARKER).is_file():
+            print(f"error: --work {work}: holds other files; pass a new or empty folder, or an earlier check's",
+                  file=sys.stderr)
+            return 2
+        shutil.rmtree(work)
     (work / "logs").mkdir(parents=True)
+    (work / MARKER).touch()
     t_start = time.monotonic()
     env, carry_error = carried(args)
     # before the imports below: nltk reads NLTK_DATA and huggingface_hub HF_HUB_OFFLINE as they load; and should

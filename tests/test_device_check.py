@@ -66,10 +66,12 @@ def test_a_stage_out_of_time_or_failing_is_a_row_and_the_next_runs(tmp_path):
 
 
 def test_flags_refused(tmp_path):
-    for flags in (["--stages", "cls,gpu"], ["--box", "cls"], ["--box", "nope=3"]):
+    (tmp_path / "mine.txt").write_text("keep me")
+    for flags in (["--stages", "cls,gpu"], ["--box", "cls"], ["--box", "nope=3"], ["--work", str(tmp_path)]):
         proc = subprocess.run([sys.executable, "bench/device_check.py", *flags], cwd=ROOT, capture_output=True,
                               text=True, timeout=60)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert (tmp_path / "mine.txt").read_text() == "keep me"
 
 
 def test_auc():
