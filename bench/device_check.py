@@ -260,10 +260,11 @@ class Check:
         self.n += 1
         return self.work / "logs" / f"{self.n:02d}-{self.stage}-{what}.log"
 
-    def _finish(self, code: int | None, log: Path, what: str, t0: float) -> float:
+    def _finish(self, code: int | None, log: Path, what: str, t0: float, flags: str = "") -> float:
+        """`what` ran (with `flags`): its seconds, recorded with its exit code; StageError unless it exited 0."""
         seconds = time.monotonic() - t0
-        self.details.setdefault(self.stage, []).append({"command": what, "exit": code, "s": round(seconds, 1),
-                                                        "log": log.name})
+        self.details.setdefault(self.stage, []).append({"command": what, "flags": flags, "exit": code,
+                                                        "s": round(seconds, 1), "log": log.name})
         if code is None:
             raise StageError(f"{what}: out of the stage's time ({self.limit:.0f} s) after {seconds:.0f} s")
         if code:
@@ -279,18 +280,19 @@ class Check:
         code = fork(as_script(script, args, deterministic, interrupt), log, self.child_env(), self.deadline)
         if interrupt and code == INTERRUPTED:
             code = 0
-        return self._finish(code, log, f"{script} {' '.join(args)}" + (f" (Ctrl-C in epoch {interrupt})"
-                                                                       if interrupt else ""), t0)
+        run = args[args.index("--run-name") + 1] if "--run-name" in args else args[0]
+        return self._finish(code, log, f"{script} ({run}" + (f", Ctrl-C in epoch {interrupt}" if interrupt else "")
+                            + ")", t0, " ".join(args))
 
-    def command(self, cmd: list[str]) -> float:
+    def command(self, what: str, cmd: list[str]) -> float:
         """A program of its own (torchrun), killed with its process group at the deadline."""
-        log, t0 = self._log(Path(cmd[0]).stem), time.monotonic()
+        log, t0 = self._log(what), time.monotonic()
         with open(log, "w") as out:
             proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                     env={**os.environ, **self.child_env()})
             code = wait(proc.pid, self.deadline)
             proc.returncode = -9 if code is None else code  # reaped by wait(): Popen must not wait again
-        return self._finish(code, log, " ".join(cmd[1:]), t0)
+        return self._finish(code, log, what, t0, " ".join(cmd[1:]))
 
     def call(self, fn: Callable, *args):
         """fn(*args) in a forked child (it may use torch and CUDA); its JSON result, or StageError."""
@@ -431,8 +433,9 @@ def stage_torchrun(c: Check) -> None:
     if not (c.runs / "cls" / "metrics.json").is_file():  # the one-process run to compare with (the cls stage's)
         c.script("train_cls.py", flags + ["--run-name", "cls"])
     ranks, backend = (2, "gloo") if c.plan.smoke else (c.info.get("gpus") or 1, "NCCL")
-    seconds = c.command([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}",
-                         "train_cls.py", *map(str, flags), "--run-name", "cls-torchrun"])
+    seconds = c.command("torchrun", [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                     f"--nproc_per_node={ranks}", "train_cls.py", *map(str, flags), "--run-name",
+                                     "cls-torchrun"])
     one, many = read_json(c.runs / "cls" / "metrics.json"), read_json(c.runs / "cls-torchrun" / "metrics.json")
     n = one["split"]["test"]
     d_acc = abs(one["metrics"]["after"]["accuracy"] - many["metrics"]["after"]["accuracy"])
@@ -491,29 +494,39 @@ def stage_learn(c: Check) -> None:
         raise StageError(f"no SQuAD 2.0 dev file ({c.squad_dev}): carry it (bench/transfer.py) or pass --squad-dev")
     flags = ["--model", c.model, "--eval-file", c.squad_dev, "--article-split", c.plan.learn_split, "--device",
              c.plan.device, "--runs-dir", c.runs, *c.plan.learn]
-    head_s = c.script("train_qa.py", flags + ["--zero-shot", "--run-name", "learn-head"])
-    lora_s = c.script("train_qa.py", flags + c.plan.learn_lora + ["--run-name", "learn-lora"])
-    head, lora = read_json(c.runs / "learn-head" / "metrics.json"), read_json(c.runs / "learn-lora" / "metrics.json")
-    test = read_json(c.runs / "learn-head" / "test_data.json")
+    seconds = c.script("train_qa.py", flags + ["--zero-shot", "--run-name", "learn-head"])
+    head, test = read_json(c.runs / "learn-head" / "metrics.json"), read_json(c.runs / "learn-head" / "test_data.json")
     has_answer = {qa["id"]: bool(qa["answers"]) for article in test["data"] for p in article["paragraphs"]
                   for qa in p["qas"]}
     no_answer_f1 = 100 * sum(not h for h in has_answer.values()) / len(has_answer)
-    c.row("SQuAD v2 dev: training / held-out articles", f"{lora['split']['train']} train, "
-          f"{lora['split']['validation']} validation, {len(has_answer)} test questions; always-no-answer F1 "
+    c.row("SQuAD v2 dev: training / held-out articles", f"{head['split']['train']} train, "
+          f"{head['split']['validation']} validation, {len(has_answer)} test questions; always-no-answer F1 "
           f"{no_answer_f1:.1f}", INFO, INFO)
-    lora_side = f"adapted: LoRA r={c.plan.learn_lora[1]}, every projection"
-    for side, numbers, run, seconds in (("frozen head", head["metrics"]["after"], "learn-head", head_s),
-                                        ("zero-shot", head["metrics"]["zero_shot"], None, None),
-                                        (lora_side, lora["metrics"]["after"], "learn-lora", lora_s)):
-        value = ", ".join(f"{k} {numbers[k]:.1f}" for k in ("exact", "f1", "HasAns_f1", "NoAns_f1") if k in numbers)
-        if run:  # the zero-shot answers come with no no-answer probability
-            area = auc(read_json(c.runs / run / "na_prob.json"), has_answer)
-            value += (f", no-answer AUC {area:.3f}" if area is not None else "") + f"; {seconds:.0f} s"
-        c.row(f"SQuAD v2, held-out articles: {side}", value, INFO, INFO)
-    f1, has_f1 = lora["metrics"]["after"]["f1"], lora["metrics"]["after"].get("HasAns_f1", 0.0)
+    side(c, "frozen head", head["metrics"]["after"], has_answer, "learn-head", seconds)
+    side(c, "zero-shot", head["metrics"]["zero_shot"], has_answer)  # its answers come with no no-answer probability
+    try:
+        seconds = c.script("train_qa.py", flags + c.plan.learn_lora + ["--run-name", "learn-lora"])
+    except StageError:  # out of time, say: what the epochs it finished saw on validation is still worth a row
+        log = c.runs / "learn-lora" / "log.jsonl"
+        for row in (json.loads(ln) for ln in log.read_text().splitlines()) if log.is_file() else ():
+            side(c, f"LoRA, unfinished: epoch {row['epoch']}, validation", row, {})
+        raise
+    after = read_json(c.runs / "learn-lora" / "metrics.json")["metrics"]["after"]
+    side(c, f"adapted: LoRA r={c.plan.learn_lora[1]}, every projection", after, has_answer, "learn-lora", seconds)
+    f1, has_f1 = after["f1"], after.get("HasAns_f1", 0.0)
     c.row("adapted F1 against always-no-answer", f"{f1:.1f} vs {no_answer_f1:.1f}", ">= always-no-answer + 5",
           c.goal(f1 >= no_answer_f1 + 5))
     c.row("adapted HasAns_f1", f"{has_f1:.1f}", ">= 30", c.goal(has_f1 >= 30))
+
+
+def side(c: Check, name: str, numbers: dict, has_answer: dict[str, bool], run: str | None = None,
+         seconds: float | None = None) -> None:
+    """A row of the side-by-side: exact, F1, HasAns_f1, NoAns_f1 and, for a run's head, the no-answer AUC."""
+    value = ", ".join(f"{k} {numbers[k]:.1f}" for k in ("exact", "f1", "HasAns_f1", "NoAns_f1") if k in numbers)
+    if run:
+        area = auc(read_json(c.runs / run / "na_prob.json"), has_answer)
+        value += (f", no-answer AUC {area:.3f}" if area is not None else "") + f"; {seconds:.0f} s"
+    c.row(f"SQuAD v2, held-out articles: {name}", value, INFO, INFO)
 
 
 RUN = {"setup": stage_setup, "cls": stage_cls, "qa": stage_qa, "torchrun": stage_torchrun, "speed": stage_speed,
