@@ -19,13 +19,13 @@ from features import model_fingerprint
 from hub import Push, PushError, check_repo_id
 from loop import TrainArgs, TrainingDiverged
 from metrics import MetricsInputError
-from model import DEFAULT_MODEL, SETTINGS_FILE, ModelError, pick_device, resolve_model
+from model import DEFAULT_MODEL, SETTINGS_FILE, ExportError, ModelError, pick_device, resolve_model
 from modes import LoRA, Mode, Passes, TopBlocks, TuningError
 from rundir import RunDir, RunError
 
 # what a user can cause: one line on stderr and exit code 2, never a traceback
-USER_ERRORS = (DataError, DataUnavailable, SquadFormatError, WindowError, MetricsInputError, ModelError, TuningError,
-               RunError, TrainingDiverged)
+USER_ERRORS = (DataError, DataUnavailable, SquadFormatError, WindowError, MetricsInputError, ModelError, ExportError,
+               TuningError, RunError, TrainingDiverged)
 
 
 class Parser(argparse.ArgumentParser):
