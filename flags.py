@@ -16,6 +16,7 @@ from data.labelled import DataError
 from data.squad import WindowError
 from data.squad_json import SquadFormatError
 from features import model_fingerprint
+import hub
 from hub import Push, PushError, check_repo_id
 from loop import TrainArgs, TrainingDiverged
 from metrics import MetricsInputError
@@ -135,6 +136,10 @@ def parse(p: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
             check_repo_id(args.push_to_hub)
         except PushError as e:
             p.error(f"--push-to-hub: {e}")
+        if hub.hub_base(args.model) is None:  # said now, not after the training
+            p.error(f"--push-to-hub: --model {args.model} is a local folder or name, which no one else can load: the "
+                    "card needs the base's Hub id; train with --model ORG/NAME (a downloaded one loads from the Hub "
+                    "cache offline)")
     if args.push_full and not args.export:
         p.error("--push-full uploads the --export folder; pass --export DIR too")
     if args.resume and args.overwrite:

@@ -431,8 +431,9 @@ def folder_card(folder: Path, kind: str, repo_id: str, card_info: dict | None = 
                         f"(it saves {CARD_INFO}), or write a README.md")
     base = info.get("base_model")
     if base and hub_base(base) is None:
-        raise PushError(f"the base model {base!r} is a local folder, which no one else can load: the card needs "
-                        f"its Hub id; set \"base_model\" in {folder / CARD_INFO} to it (e.g. meta-llama/Llama-3.2-1B)")
+        raise PushError(f"the base model {base!r} is a local folder or name, which no one else can load: the card "
+                        f"needs its Hub id; set \"base_model\" in {folder / CARD_INFO} to it (e.g. "
+                        "meta-llama/Llama-3.2-1B)")
     if own.is_file() and not ours(own):
         print(f"note: the repo gets the generated model card as README.md; {own} stays as it is, unpushed (to push "
               f"it instead, remove {folder / CARD_INFO})")

@@ -441,7 +441,7 @@ def test_card_cli_writes_the_card_and_keeps_a_readme_of_your_own(run_dir, tmp_pa
 
 @pytest.mark.parametrize("case, error", [
     ("no source", "holds no card source (card.json, or a run's metrics.json and config.json) and no README.md"),
-    ("local base", "the base model '/data/my-llama' is a local folder, which no one else can load"),
+    ("local base", "the base model '/data/my-llama' is a local folder or name, which no one else can load"),
 ])
 def test_push_refuses_what_makes_no_card_in_one_line(run_dir, case, error):
     if case == "no source":
