@@ -68,7 +68,8 @@ def export(out: Path, base: str) -> None:
                 [a for t in SINGLE for a in ("--text", t)]
         assert predict.main([str(out / name), *argv, "--dtype", "fp32", "--device", "cpu",
                              "--out", str(out / f"{name}.predict.jsonl")]) == 0
-    (out / "exported.json").write_text(json.dumps({"transformers": transformers.__version__, "qa_logits": qa_logits}))
+    (out / "exported.json").write_text(json.dumps({"transformers": transformers.__version__, "qa_logits": qa_logits,
+                                                   "inv_freq": lm.model.rotary_emb.inv_freq.tolist()}))
 
 
 def load(out: Path) -> None:
@@ -81,7 +82,8 @@ def load(out: Path) -> None:
         classify = pipeline("text-classification", model=str(out / name), dtype=torch.float32, device="cpu")
         inputs = [{"text": q, "text_pair": s} for q, s in PAIRS] if name == "pairs" else SINGLE
         scores = [classify(x, truncation=True, top_k=None) for x in inputs]
-        result[name] = {"model_max_length": classify.tokenizer.model_max_length,
+        result[name] = {"model_max_length": classify.tokenizer.model_max_length,  # and the rope as this version reads it:
+                        "inv_freq": classify.model.base_model.rotary_emb.inv_freq.tolist(),
                         "probabilities": [{s["label"]: s["score"] for s in row} for row in scores]}
     tok = AutoTokenizer.from_pretrained(out / "qa")
     qa = AutoModelForQuestionAnswering.from_pretrained(out / "qa", dtype=torch.float32).eval()

@@ -82,6 +82,9 @@ def test_exports_load_with_the_runs_numbers_across_versions(tmp_path, llama3_fol
         run = [json.loads(line) for line in (tmp_path / f"{name}.predict.jsonl").read_text().splitlines()]
         got = loaded[name]
         assert got["model_max_length"] == compat_worker.MAX_LENGTH[name]  # truncation=True cuts where the run did
+        # rope_theta 500000 and llama3 scaling, as the loader applies them (4.x without its keys: theta 10000)
+        torch.testing.assert_close(torch.tensor(got["inv_freq"]), torch.tensor(exported["inv_freq"]), rtol=1e-6,
+                                   atol=0)
         for want, probs in zip(run, got["probabilities"], strict=True):
             assert set(probs) == set(compat_worker.NAMES)  # the run's label names
             worst = max(worst, *(abs(probs[k] - v) for k, v in want["probabilities"].items()))
