@@ -17,10 +17,12 @@ sys.path.insert(0, str(ROOT))
 SINGLE = ["a gripping, funny film", "dull",
           "a gripping, funny film whose cast never lets the long second act drag, and a score that lifts it"]
 PAIRS = [("Where was the film shot?", "The film was shot in Paris in 1998 by a small crew."),
-         ("Who wrote it?", "Nobody remembers the weather that day.")]
+         ("Who wrote it?", "Nobody remembers the weather that day."),
+         ("Where was the film shot, and when, and by whom, and for how much money, and why there of all places?",
+          "In Paris.")]
 QUESTIONS = [("Where was the film shot?", "The film was shot in Paris in 1998 by a small crew."),
              ("Who directed it?", "It was directed by Ada Lovelace, who also wrote the score.")]
-MAX_LENGTH = {"cls": 8, "pairs": 64, "lora": 8}  # 8 < the long sentence's tokens: the cut matters
+MAX_LENGTH = {"cls": 8, "pairs": 16, "lora": 8}  # shorter than the long sentence and pairs: the cut matters
 NAMES = ["negative", "positive"]
 
 
