@@ -16,16 +16,17 @@ from data.labelled import DataError
 from data.squad import WindowError
 from data.squad_json import SquadFormatError
 from features import model_fingerprint
+import hub
 from hub import Push, PushError, check_repo_id
 from loop import TrainArgs, TrainingDiverged
 from metrics import MetricsInputError
-from model import DEFAULT_MODEL, SETTINGS_FILE, ModelError, pick_device, resolve_model
+from model import DEFAULT_MODEL, SETTINGS_FILE, ExportError, ModelError, pick_device, resolve_model
 from modes import LoRA, Mode, Passes, TopBlocks, TuningError
 from rundir import RunDir, RunError
 
 # what a user can cause: one line on stderr and exit code 2, never a traceback
-USER_ERRORS = (DataError, DataUnavailable, SquadFormatError, WindowError, MetricsInputError, ModelError, TuningError,
-               RunError, TrainingDiverged)
+USER_ERRORS = (DataError, DataUnavailable, SquadFormatError, WindowError, MetricsInputError, ModelError, ExportError,
+               TuningError, RunError, TrainingDiverged)
 
 
 class Parser(argparse.ArgumentParser):
@@ -135,6 +136,10 @@ def parse(p: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
             check_repo_id(args.push_to_hub)
         except PushError as e:
             p.error(f"--push-to-hub: {e}")
+        if hub.hub_base(args.model) is None:  # said now, not after the training
+            p.error(f"--push-to-hub: --model {args.model} is a local folder or name, which no one else can load: the "
+                    "card needs the base's Hub id; train with --model ORG/NAME (a downloaded one loads from the Hub "
+                    "cache offline)")
     if args.push_full and not args.export:
         p.error("--push-full uploads the --export folder; pass --export DIR too")
     if args.resume and args.overwrite:

@@ -216,12 +216,63 @@ def param_report(backbone: nn.Module, head: nn.Module) -> dict:
 SETTINGS_FILE = "llama_heads.json"  # in an export: what predict.py needs besides the weights (task, inputs, threshold)
 
 
+class ExportError(ValueError):
+    """What a run would export cannot be read as the run reads it (labels without names)."""
+
+
+def label_maps(names, n_labels: int) -> tuple[dict[int, str], dict[str, int]]:
+    """(id2label, label2id) of a classification head: one distinct, non-empty name per output, or ExportError."""
+    names = list(names or [])
+    if len(names) != n_labels or not all(isinstance(n, str) and n.strip() for n in names) \
+            or len(set(names)) != len(names):
+        raise ExportError(f"cannot name the labels of a {n_labels}-label head with {names!r}: an export needs one "
+                          "distinct, non-empty name per label; pass --label-names NAME,NAME,... in label order")
+    return dict(enumerate(names)), {n: i for i, n in enumerate(names)}
+
+
+def rope_keys(config: dict) -> dict:
+    """The rope settings in both layouts: 5.x reads `rope_parameters` (and writes nothing else), 4.x reads
+    `rope_theta` and `rope_scaling` (Llama 3's rope_type llama3 included) and silently falls back to theta 10000
+    without them. Either layout in, both out, the same values."""
+    params = config.get("rope_parameters")
+    if params:
+        theta = params["rope_theta"]
+        scaling = {k: v for k, v in params.items() if k != "rope_theta"}
+        if scaling.get("rope_type", scaling.get("type", "default")) == "default":
+            scaling = None
+    else:
+        theta, scaling = config.get("rope_theta", 10000.0), config.get("rope_scaling")
+        params = {"rope_theta": theta, **(scaling or {"rope_type": "default"})}
+    return {"rope_theta": theta, "rope_scaling": scaling, "rope_parameters": params}
+
+
+def make_portable(folder: Path, max_length: int | None) -> None:
+    """Rewrite what this transformers version saved so that 4.x (from the declared lower bound) and 5.x load the
+    folder alike: the tokenizer class both have (5.x writes TokenizersBackend, unknown to 4.x), the run's max
+    length (so `truncation=True` cuts where the run cut; save_pretrained writes 1e30), the rope settings in both
+    layouts (rope_keys)."""
+    path = folder / "tokenizer_config.json"
+    tok = json.loads(path.read_text(encoding="utf-8"))
+    tok["tokenizer_class"] = "PreTrainedTokenizerFast"
+    for key in ("is_local", "local_files_only"):  # 5.x notes how this copy was loaded: no setting of the tokenizer
+        tok.pop(key, None)
+    if max_length:
+        tok["model_max_length"] = max_length
+    path.write_text(json.dumps(tok, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    path = folder / "config.json"
+    if path.exists():  # a --peft export has none: the base model's is read
+        config = json.loads(path.read_text(encoding="utf-8"))
+        path.write_text(json.dumps({**config, **rope_keys(config)}, indent=2) + "\n", encoding="utf-8")
+
+
 def export(out_dir: Path, model_name: str, task: str, head: nn.Linear, tokenizer, settings: dict,
            id2label=None, backbone: nn.Module | None = None, adapter: tuple[dict, dict] | None = None) -> Path:
     """Write a transformers checkpoint (config + safetensors + tokenizer) with the trained head, on the base
     checkpoint's backbone with what `backbone` trained written in (LoRA adapters merged, unfrozen blocks); or,
     given `adapter` (Mode.peft), the adapters and head in PEFT's format instead of a merged checkpoint. Either way
-    with the tokenizer and `settings` (SETTINGS_FILE: the task, how inputs were encoded, a QA run's threshold).
+    with the tokenizer and `settings` (SETTINGS_FILE: the task, how inputs were encoded, a QA run's threshold),
+    written so that transformers 4.x and 5.x read it alike (make_portable). A classification head needs a name per
+    label (`id2label`, in the head's order): what pipeline and id2label show.
 
     task 'cls' -> LlamaForSequenceClassification (pools the rightmost non-pad token: our 'last' pooling);
     task 'qa'  -> LlamaForQuestionAnswering, whose backbone attribute is `transformer`, not `model`:
@@ -231,6 +282,8 @@ def export(out_dir: Path, model_name: str, task: str, head: nn.Linear, tokenizer
     in fp32, and rounding them to a bf16 checkpoint's dtype would lose most of their small updates.
     """
     out_dir = Path(out_dir)
+    if task == "cls":  # before any work: names a client can show
+        label_maps(id2label, head.out_features)
     tmp = out_dir.with_name(out_dir.name + f".{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -239,6 +292,7 @@ def export(out_dir: Path, model_name: str, task: str, head: nn.Linear, tokenizer
     else:
         full_model(model_name, task, head, tokenizer.pad_token_id, id2label, backbone).save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
+    make_portable(tmp, settings.get("max_length"))
     (tmp / SETTINGS_FILE).write_text(json.dumps(settings, indent=1))
     mode = (tmp / SETTINGS_FILE).stat().st_mode  # a plain open()'s; newer safetensors write weights 0600
     for f in tmp.iterdir():
@@ -261,9 +315,7 @@ def full_model(model_name: str, task: str, head: nn.Linear, pad_token_id: int, i
     config.pad_token_id = pad_token_id
     if task == "cls":
         config.num_labels = head.out_features
-        if id2label:
-            config.id2label = dict(enumerate(id2label))
-            config.label2id = {v: k for k, v in config.id2label.items()}
+        config.id2label, config.label2id = label_maps(id2label, head.out_features)
         cls = LlamaForSequenceClassification
     else:
         cls = LlamaForQuestionAnswering

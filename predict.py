@@ -268,7 +268,7 @@ def load_run(folder: Path, task: str, opts, args: argparse.Namespace) -> Predict
     device = model.pick_device(args.device)
     lm, tokenizer, head = run.restore(mode, make_head(task, len(info.get("labels") or [0, 1])), args.model, device,
                                       model.pick_dtype(device, args.dtype), task)
-    names = info.get("label_names") or train_cls.display_names(info.get("labels") or ["0", "1"])
+    names = info.get("label_names") or info.get("labels")  # as the run recorded them (older runs: the values)
     return Predictor(task, lm, tokenizer, head, mode, args, names=names if task == "cls" else None, threshold=cut)
 
 
@@ -288,7 +288,7 @@ def load_export(folder: Path, task: str, opts, args: argparse.Namespace) -> Pred
     head = (full.score if task == "cls" else full.qa_outputs).float()  # the run's head computed in fp32
     names = None
     if task == "cls":
-        names = train_cls.display_names([str(full.config.id2label.get(i, i)) for i in range(head.out_features)])
+        names = [str(full.config.id2label.get(i, i)) for i in range(head.out_features)]  # as pipeline shows them
     return Predictor(task, LM(full.base_model), tokenizer, head, Mode(), args, names=names, threshold=cut)
 
 
@@ -306,7 +306,7 @@ def load_peft(folder: Path, task: str, opts, args: argparse.Namespace) -> Predic
     lm, tokenizer, head = rebuild(mode, make_head(task, n_labels), args.model, device,
                                   model.pick_dtype(device, args.dtype), head_state, trained,
                                   folder / PEFT_FILES[1], folder / PEFT_FILES[1])
-    names = recorded.get("label_names") or train_cls.display_names([str(i) for i in range(n_labels)])
+    names = recorded.get("label_names") or [str(i) for i in range(n_labels)]
     return Predictor(task, lm, tokenizer, head, mode, args, names=names if task == "cls" else None, threshold=cut)
 
 

@@ -72,7 +72,9 @@ def test_artifacts_feature_cache_and_determinism(tiny, tmp_path, monkeypatch, ti
     rows = log(run)
     assert [list(r) for r in rows] == [ROW_KEYS] * 2 and [r["epoch"] for r in rows] == [1, 2]
     assert rows == info["epochs"]
-    assert json.loads((run / "card.json").read_text()) == info
+    card = json.loads((run / "card.json").read_text())  # the card's source: metrics, flags, framework versions
+    assert {k: card[k] for k in info} == info and card["hyperparameters"]["epochs"] == 2
+    assert "runs_dir" not in card["hyperparameters"] and set(card["versions"]) == set(hub.FRAMEWORKS)
     assert json.loads((run / "config.json").read_text())["epochs"] == 2
     assert len(list((cache / "features").glob("*.safetensors"))) == 2  # train and test
 
@@ -137,6 +139,7 @@ def hub_stub(monkeypatch):
         stub = StubApi(error)
         monkeypatch.setattr(hub, "HfApi", lambda: stub)
         monkeypatch.setattr(hub, "get_token", lambda: "hf_stub")
+        monkeypatch.setattr(hub, "hub_base", lambda base: "me/tiny-llama")  # the tiny folder stands in for a Hub id
         return stub
     return install
 
@@ -149,6 +152,13 @@ def test_push_uploads_the_head_only(tiny, hub_stub, capsys):
     assert set(stub.calls["uploaded"]) == {"README.md", "config.json", "head.safetensors", "log.jsonl",
                                            "metrics.json"}
     assert "me/sst2-tiny" in stub.card() and not (run / "README.md").exists()  # the card goes up, not into the run
+
+
+def test_a_push_of_a_model_no_one_else_can_load_is_refused_before_training(tiny, capsys):
+    with pytest.raises(SystemExit) as e:
+        tiny("--push-to-hub", "me/sst2-tiny")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and "is a local folder or name, which no one else can load" in err[0]
 
 
 def test_failed_push_keeps_artifacts_and_says_how_to_retry(tiny, hub_stub, capsys):

@@ -247,3 +247,14 @@ def test_export_qa_loads_the_backbone_under_transformer(tmp_path, tiny_llama_fol
     with torch.no_grad():
         other = random_backbone(input_ids=ids, attention_mask=mask).start_logits
     assert (other[real] - ours[..., 0][real]).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("names", [None, ["a"], ["a", "a"], ["a", " "]])
+def test_an_export_whose_labels_cannot_be_named_is_one_line_before_any_work(tmp_path, tiny_llama_folder, names):
+    tok = model.load_tokenizer(str(tiny_llama_folder))
+    with pytest.raises(model.ExportError, match="an export needs one distinct, non-empty name per label; pass "
+                                                "--label-names") as e:
+        model.export(tmp_path / "out", str(tiny_llama_folder), "cls", model.cls_head(32, 2), tok, {}, names)
+    assert "\n" not in str(e.value) and not (tmp_path / "out").exists()
+    import flags
+    assert model.ExportError in flags.USER_ERRORS  # a script says it in one line, exit code 2

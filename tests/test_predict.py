@@ -393,3 +393,21 @@ def test_what_changes_an_input_is_said_on_stderr(tmp_path, runs, capsys):
     assert [r["text"] for r in rows] == ["dull", long]
     err = capsys.readouterr().err
     assert "truncated to 256 tokens: 1 input sentences" in err and f"{lines}: skipped 2 blank line(s)" in err
+
+
+@pytest.mark.parametrize("kind", ["merged", "peft"])
+def test_predict_shows_exactly_the_label_names_the_run_recorded(tmp_path, tiny_llama_folder, capsys, kind):
+    """Numeric labels stay "0"/"1", as the run, the export's id2label and pipeline say them: no task's names put in
+    their place."""
+    import lora
+    import model
+    from modes import LoRA
+    lm, tok = model.load_backbone(str(tiny_llama_folder), torch.device("cpu"), torch.float32)
+    head, mode = model.cls_head(32, 2), LoRA(2, 4.0, 0.0, ["q_proj"])
+    mode.prepare(lm.model)
+    settings = {"task": "custom", "model": str(tiny_llama_folder), "dtype": "fp32", "max_length": 64}
+    adapter = mode.peft(lm.model, head, "cls", str(tiny_llama_folder)) if kind == "peft" else None
+    model.export(tmp_path / "out", str(tiny_llama_folder), "cls", head, tok, settings, ["0", "1"], lm.model, adapter)
+    assert predict.main([str(tmp_path / "out"), "--text", "dull", "--jsonl", "--device", "cpu"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert set(row["probabilities"]) == {"0", "1"} and row["label"] in ("0", "1")
