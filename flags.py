@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 import distributed
-from data.fetch import DataUnavailable
+from data.fetch import DataUnavailable, WriteError
 from data.labelled import DataError
 from data.squad import WindowError
 from data.squad_json import SquadFormatError
@@ -25,7 +25,7 @@ from rundir import RunDir, RunError
 
 # what a user can cause: one line on stderr and exit code 2, never a traceback
 USER_ERRORS = (DataError, DataUnavailable, SquadFormatError, WindowError, MetricsInputError, ModelError, TuningError,
-               RunError, TrainingDiverged)
+               RunError, TrainingDiverged, WriteError)
 
 
 class Parser(argparse.ArgumentParser):

@@ -32,8 +32,8 @@ def test_overwrite_keeps_the_old_run_until_the_new_one_writes(tmp_path):
     run = RunDir.open(tmp_path / "r", {**CONFIG, "lr": 1.0}, resume=False, overwrite=True)
     assert (tmp_path / "r" / "head.safetensors").read_bytes() == b"the first run's head"
     assert run.read_json("config.json") == CONFIG  # a new run that dies now leaves the old one whole
-    run.write_log([{"epoch": 1, "train_loss": 0.5}])
-    assert sorted(f.name for f in run.path.iterdir()) == ["config.json", "log.jsonl"]
+    run.save_epoch([{"epoch": 1, "train_loss": 0.5}], {"epoch": 1})
+    assert sorted(f.name for f in run.path.iterdir()) == ["ckpt.pt", "config.json", "log.jsonl"]
     assert run.read_json("config.json") == {**CONFIG, "lr": 1.0}
 
 
