@@ -140,7 +140,7 @@ class Predictor:
     mode: Mode
     args: argparse.Namespace  # the training script's flags, as the run had them
     names: list[str] | None = None  # cls: label names, in the head's order
-    threshold: float = 0.0  # qa
+    threshold: float | None = 0.0  # qa (None: SQuAD v1, every question answered)
 
 
 # ---- sources -------------------------------------------------------------------------------------------------------
@@ -249,11 +249,14 @@ def script_args(task: str, what: str, folder: Path, opts) -> argparse.Namespace:
     return args
 
 
-def threshold(opts, info: dict, where: Path, what: str) -> float:
-    """QA: --threshold, else the one the run chose on validation (recorded in its metrics.json or export)."""
+def threshold(opts, info: dict, where: Path, what: str) -> float | None:
+    """QA: --threshold, else the one the run chose on validation (recorded in its metrics.json or export); None
+    (null there): the run trained on SQuAD v1 data, and answers every question."""
     if opts.threshold is not None:
         return opts.threshold
     value = info.get("threshold", 0.0)
+    if value is None:
+        return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise SourceError(f"{where}: threshold {value!r}: expected a finite number; {DAMAGED[what]}")
     return value
