@@ -111,8 +111,9 @@ def lock_run(path: Path) -> None:
         os.close(fd)
     if old := os.read(fd, 200).decode(errors="replace").strip():
         print(f"{lock}: taking over the lock of {old}, which ended without releasing it")
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, me.encode(), 0)
+    with contextlib.suppress(OSError):  # a full disk: the lock holds all the same, only its holder goes unnamed
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, me.encode(), 0)
     _HELD[lock] = fd
     atexit.register(_unlock, lock)
 

@@ -265,7 +265,7 @@ def sources_for(mode: Mode, lm, tokenizer, sets: dict[str, list], args, keep: bo
         cache = fits_cache(mode, windows[name], lm.config.hidden_size, lm.dtype.itemsize, args.cache_features,
                            args.cache_budget_gb)
         spec = window_spec(name, windows[name], tokenizer.pad_token_id, cache)
-        print(f"{len(windows[name])} windows, {sum(map(len, spec.seqs)):,} tokens; {mode.cache_note(spec)}")
+        print(f"{len(windows[name])} windows, {sum(map(len, spec.seqs)):,} tokens; {mode.cache_note(spec, keep)}")
         sources[name] = mode.source(lm, spec, flags.passes(args, keep))
     return windows, sources
 

@@ -88,6 +88,17 @@ def write_error(e: OSError, path) -> WriteError:
     return e if isinstance(e, WriteError) else WriteError(e.errno, e.strerror or str(e), str(path))
 
 
+def os_error(e: Exception) -> OSError | None:
+    """The OSError behind a failed write: `e` itself, or the one safetensors' errors name by number (its Rust I/O
+    errors are no OSErrors); None for any other failure."""
+    if isinstance(e, OSError):
+        return e
+    if type(e).__name__ == "SafetensorError" and (found := re.search(r"os error (\d+)|Os \{ code: (\d+)", str(e))):
+        number = int(found[1] or found[2])
+        return OSError(number, os.strerror(number))
+    return None
+
+
 def cache_dir() -> Path:
     """$LLAMA_HEADS_CACHE or ~/.cache/llama-heads; one that is not a folder is a DataUnavailable line."""
     path = Path(os.environ.get("LLAMA_HEADS_CACHE", Path.home() / ".cache" / "llama-heads"))
@@ -212,11 +223,10 @@ def write_safetensors(path: str | Path, tensors: dict, metadata: dict[str, str] 
     with atomic_path(path) as target:
         try:
             save_file(tensors, str(target), metadata=metadata)
-        except SafetensorError as e:  # its I/O errors name the OS error's number: as an OSError, a WriteError
-            if found := re.search(r"os error (\d+)|Os \{ code: (\d+)", str(e)):
-                number = int(found[1] or found[2])
-                raise OSError(number, os.strerror(number)) from None
-            raise
+        except SafetensorError as e:  # as an OSError: atomic_path makes it a WriteError
+            if (failed := os_error(e)) is None:
+                raise
+            raise failed from None
 
 
 def _download(name: str, url: str, sha: str, flag: str, timeout: float, member: str | None = None) -> bytes:
