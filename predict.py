@@ -36,7 +36,7 @@ import hub
 import model
 import train_cls
 import train_qa
-from data.fetch import WriteError, write_atomic
+from data.fetch import WriteError, cache_dir, write_atomic
 from data.labelled import DataError, DuplicateName, _rows, unique_keys
 from data.squad import predictions
 from data.squad_json import Example, load_squad
@@ -472,6 +472,7 @@ def readable(row: dict) -> str:
 
 def main(argv=None) -> int:
     opts = parse_args(argv)
+    cache_dir()  # LLAMA_HEADS_CACHE that is no folder: one line before any work
     folder = locate(opts.source)
     what, task = kind(folder)
     if task == "cls" and opts.threshold is not None:

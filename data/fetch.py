@@ -100,11 +100,12 @@ def os_error(e: Exception) -> OSError | None:
 
 
 def cache_dir() -> Path:
-    """$LLAMA_HEADS_CACHE or ~/.cache/llama-heads; one that is not a folder is a DataUnavailable line."""
+    """$LLAMA_HEADS_CACHE or ~/.cache/llama-heads; one that is (or lies under) a file is a DataUnavailable line."""
     path = Path(os.environ.get("LLAMA_HEADS_CACHE", Path.home() / ".cache" / "llama-heads"))
-    if path.exists() and not path.is_dir():
-        raise DataUnavailable(f"the cache {path} (LLAMA_HEADS_CACHE) is a file, not a folder; set LLAMA_HEADS_CACHE "
-                              "to a folder (it is made if missing)")
+    there = next(p for p in (path, *path.parents) if p.exists())  # what is made of it when the cache is written
+    if not there.is_dir():
+        raise DataUnavailable(f"the cache {path} (LLAMA_HEADS_CACHE): {there} is a file, not a folder; set "
+                              "LLAMA_HEADS_CACHE to a folder (it is made if missing)")
     return path
 
 

@@ -93,18 +93,12 @@ class Mounts:
         self.done.append(folder)
         return folder
 
-    def full(self, folder: Path, size: str = "64k", leave: int = 0) -> Path:
-        """A tmpfs at `folder` that holds `size`, filled (by a file named .filler) to leave about `leave` bytes."""
-        self._mount(folder, "-t", "tmpfs", "-o", f"size={size}", "tmpfs")
-        fd = os.open(folder / ".filler", os.O_WRONLY | os.O_CREAT)
-        try:
-            while os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize > leave:
-                os.write(fd, b"\0" * 4096)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
-        return folder
+    def tmpfs(self, folder: Path, size: str = "64k") -> Path:
+        """A disk of `size` at `folder`."""
+        return self._mount(folder, "-t", "tmpfs", "-o", f"size={size}", "tmpfs")
+
+    def full(self, folder: Path, size: str = "64k") -> Path:
+        return fill(self.tmpfs(folder, size))
 
     def read_only(self, folder: Path) -> Path:
         """`folder` (as it is) mounted read-only onto itself."""
@@ -118,3 +112,15 @@ class Mounts:
         for folder in reversed(self.done):
             subprocess.run(["umount", "-l", str(folder)], capture_output=True)
         self.done.clear()
+
+
+def fill(folder: Path) -> Path:
+    """The disk `folder` is on, filled up by a file named .filler in it."""
+    fd = os.open(folder / ".filler", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError:
+        return folder
+    finally:
+        os.close(fd)
