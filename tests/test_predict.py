@@ -328,6 +328,9 @@ REFUSALS = {
                                              linked(t / "link.jsonl", t / "s.txt"), "--overwrite"], ["is --file"]),
     "out-in-the-source": (lambda t, r: [r["cls-head"], "--text", "x", "--out", r["cls-head"] / "new.jsonl"],
                           ["is the SOURCE"]),
+    "qa-key-twice": (lambda t, r: [r["qa-head"], "--file", written(t / "q.jsonl", b'{"question": "a", "question": "b", '
+                                                                  b'"context": "c"}\n')],
+                     ["q.jsonl: line 1 names the key 'question' twice"]),
     "overwrite-without-out": (lambda t, r: [r["cls-head"], "--text", "x", "--overwrite"], ["without --out"]),
     "threshold-nan": (lambda t, r: [r["qa-head"], *QA, "--threshold", "nan"], ["--threshold nan: must be a finite"]),
     "threshold-inf": (lambda t, r: [r["qa-head"], *QA, "--threshold=-inf"], ["--threshold -inf: must be a finite"]),

@@ -326,7 +326,9 @@ NO_ANSWER = {"id": "a", "question": "Who?", "is_impossible": True, "answers": []
     ('{"rows": [1, 2]}', "train", ["has no 'data'", "official SQuAD JSON"]),
     (squad({**NO_ANSWER, "is_impossible": "yes"}), "train", ["is_impossible should be true or false"]),
     ('{"version": "v2.0", "data": []}', "eval", ["holds no questions"]),
-], ids=["malformed-json", "not-squad", "bad-is-impossible", "empty-eval-set"])
+    ('{"question": "Who?", "context": "Ada."}\n{"question": "When?", "context": "1843."}\n', "train",
+     ["holds JSON lines", "not one SQuAD JSON document", "official SQuAD JSON", "predict.py --file"]),
+], ids=["malformed-json", "not-squad", "bad-is-impossible", "empty-eval-set", "json-lines"])
 def test_bad_data_exits_2_naming_the_file(tmp_path, text, which, words):
     bad = tmp_path / "bad.json"
     bad.write_text(text)
