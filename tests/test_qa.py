@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 import features
+import hub
 import model
 import modes
 import train_qa
@@ -452,6 +453,8 @@ def test_v1_data_answers_every_question(tiny, tmp_path, capsys):
     preds = read(run, "preds.json")
     assert len(preds) == 30 and all(preds.values()) and set(read(run, "na_prob.json").values()) == {0.0}
     assert info["scores"]["after"]["squad_v2"]["f1"] > 0
+    card = hub.model_card(info)  # its snippet answers as the run does: always
+    assert "answer = context[a:b].strip() if span else" in card and "null - best" not in card
     assert train_qa.main(["--eval-run", str(run)]) == 0
     assert read(run / "eval" / "test_data", "preds.json") == preds
     assert "no unanswerable question" in capsys.readouterr().out
