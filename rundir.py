@@ -143,8 +143,6 @@ class RunDir:
         if run.path.exists() and not run.path.is_dir():
             raise RunError(f"{run.path} is a file, not a run folder; pass another --runs-dir or --run-name")
         lock_run(run.path)
-        if run.path.exists() and not run.path.is_dir():
-            raise RunError(f"{run.path} is a file, not a run folder; pass another --runs-dir or --run-name")
         # a folder holding only its config stopped before any work was saved (e.g. the model did not load)
         started = run.path.is_dir() and any(f.name != "config.json" for f in run.path.iterdir())
         if started and not run.file("config.json").is_file():  # --overwrite removes runs, nothing else
@@ -226,7 +224,7 @@ class RunDir:
         space, read-only) leaves the folder as it was. A --resume's or --overwrite's config goes with them."""
         config = self._replacing or self._config
         if config is not None:
-            files = {"config.json": lambda tmp: tmp.write_text(strict_json(config)), **files}
+            files = {"config.json": lambda tmp: tmp.write_text(strict_json(config), encoding="utf-8"), **files}
         with contextlib.ExitStack() as stack:
             temps = {name: stack.enter_context(atomic_path(self.file(name))) for name in files}
             for name, write in files.items():
@@ -242,7 +240,7 @@ class RunDir:
 
     def write_metrics(self, info: dict) -> None:
         """The run's summary, written last: a folder without it holds an unfinished run (--resume completes it)."""
-        self._commit({"metrics.json": lambda tmp: tmp.write_text(strict_json(info))})
+        self._commit({"metrics.json": lambda tmp: tmp.write_text(strict_json(info), encoding="utf-8")})
 
     def save_epoch(self, rows: list[dict], state: dict) -> None:
         """An epoch's log and resume checkpoint, together. A run finished before (a --resume that grows --epochs)
@@ -251,7 +249,8 @@ class RunDir:
             with open(tmp, "wb") as f:  # a file object: a full disk is an OSError, not a RuntimeError of torch's
                 torch.save(state, f)
         log = "".join(strict_json(r).replace("\n", "") + "\n" for r in rows)
-        self._commit({"log.jsonl": lambda tmp: tmp.write_text(log), "ckpt.pt": save}, stale=("metrics.json",))
+        self._commit({"log.jsonl": lambda tmp: tmp.write_text(log, encoding="utf-8"), "ckpt.pt": save},
+                     stale=("metrics.json",))
 
     def load_checkpoint(self, device: torch.device) -> dict | None:
         """The resume state onto `device` (map_location: a GPU run resumes on a CPU or on another rank's GPU). Only

@@ -68,10 +68,10 @@ class DataUnavailable(RuntimeError):
 
 
 # what to do about a write that failed, by errno
-WRITE_FIXES = {errno.ENOSPC: "free space on that disk, or write elsewhere", errno.EDQUOT: "free space, or write "
-               "elsewhere", errno.EROFS: "write elsewhere", errno.EACCES: "write where you may, or fix the permissions",
-               errno.EPERM: "write where you may, or fix the permissions", errno.ENOTDIR: "a folder on the path is a "
-               "file: write elsewhere", errno.EEXIST: "a folder on the path is a file: write elsewhere"}
+_SPACE, _ALLOWED, _NOT_A_FOLDER = ("free space on that disk, or write elsewhere", "write where you may, or fix the "
+                                   "permissions", "a folder on the path is a file: write elsewhere")
+WRITE_FIXES = {errno.ENOSPC: _SPACE, errno.EDQUOT: _SPACE, errno.EROFS: "write elsewhere", errno.EACCES: _ALLOWED,
+               errno.EPERM: _ALLOWED, errno.ENOTDIR: _NOT_A_FOLDER, errno.EEXIST: _NOT_A_FOLDER}
 
 
 class WriteError(OSError):
