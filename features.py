@@ -173,7 +173,7 @@ def cached_features(path: Path | None, seqs: list[list[int]], compute: Callable[
             got = [found[i] for i in idx]
             if part and not kept(part, got):
                 path = parts = None  # the rest stays in memory too
-        for share, items in distributed.gather_shares(idx, got if idx else []):
+        for share, items in exchange(idx, got if idx else []):
             for i, f in zip(share, items):
                 feats[i] = f
     if path and distributed.local_rank() == 0 and mine is None:
@@ -182,6 +182,18 @@ def cached_features(path: Path | None, seqs: list[list[int]], compute: Callable[
     if parts and distributed.local_rank() == 0:
         shutil.rmtree(parts, ignore_errors=True)  # another process filling the same entry may have removed it
     return feats
+
+
+def exchange(idx: list[int], items: list[torch.Tensor]) -> list[tuple[list[int], list[torch.Tensor]]]:
+    """Every rank's (indices, items) share of a chunk, on every rank: the items travel packed as one tensor
+    (flatten), so a rank holds little more than the features themselves while they arrive."""
+    if distributed.world() == 1:
+        return [(idx, items)]
+    packed = flatten(items) if items else {"flat": torch.empty(0), "lengths": torch.empty(0, dtype=torch.long)}
+    shares = distributed.gather_objects((idx, packed["lengths"].tolist()))
+    flats = distributed.gather_tensors(packed["flat"])
+    return [(share, unflatten({"flat": flat, "lengths": torch.tensor(lengths)}) if share else [])
+            for (share, lengths), flat in zip(shares, flats)]
 
 
 def kept(path: Path, items: list[torch.Tensor]) -> bool:

@@ -241,10 +241,13 @@ def run_name(args: argparse.Namespace, task: str, mode: Mode) -> Path:
     return Path(args.runs_dir) / name
 
 
-def open_run(args: argparse.Namespace, task: str, mode: Mode, data: str) -> RunDir:
+def open_run(args: argparse.Namespace, task: str, mode: Mode, data: str, labels: list[str] | None = None
+             ) -> RunDir:
     """The run's folder (RunDir.open), its config.json holding what --resume must find again: the flags, the mode,
-    the data's digest and the model's weights (features.model_fingerprint)."""
-    config = {**vars(args), "mode": mode.name, "data": data, "weights": model_fingerprint(resolve_model(args.model))}
+    the data's digest, the model's weights (features.model_fingerprint) and a classifier's labels in class-id
+    order (its head's rows)."""
+    config = {**vars(args), "mode": mode.name, "data": data, "weights": model_fingerprint(resolve_model(args.model)),
+              **({"labels": labels} if labels else {})}
     path = run_name(args, task, mode)
     out, folder = Path(args.export or "").resolve(), path.resolve()
     if args.export and (out == folder or out in folder.parents or folder in out.parents):  # export replaces `out`

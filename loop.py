@@ -81,8 +81,10 @@ def fit(head: nn.Module, backbone: nn.Module, epoch_batches: Callable[[int], lis
     amp_dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
     ema, rows, first = EMA(cfg.ema), [], 0
-    # rank 0's checkpoint on every rank: other machines need not hold the run folder
-    if cfg.resume and (state := distributed.from_main(lambda: run.load_checkpoint(device))) is not None:
+    # rank 0's checkpoint on every rank (other machines need not hold the run folder), sent from the CPU: a CUDA
+    # tensor pickled on rank 0 unpickles onto rank 0's GPU in every rank; each part moves to its device below
+    state = distributed.from_main(lambda: run.load_checkpoint(torch.device("cpu"))) if cfg.resume else None
+    if state is not None:
         check_same(state["trained"], params, run.file("ckpt.pt"))
         assign(params, state["trained"])
         for obj, key in ((opt, "opt"), (sched, "sched"), (scaler, "scaler")):

@@ -21,6 +21,7 @@ from torch import nn
 
 import distributed
 from data.fetch import atomic_path, write_atomic, write_error, write_safetensors
+from data.labelled import sorted_labels
 from features import model_fingerprint
 from lora import PEFT_FILES, from_peft, write_peft
 from model import load_backbone, resolve_model
@@ -39,7 +40,8 @@ RESUMABLE_CHANGES = {"epochs", "resume", "overwrite", "run_name", "runs_dir", "e
 CHANGED = {"data": "the data (texts or labels) changed",
            "weights": "the model's weights changed (another Hub revision, or other files in its folder)",
            "mode": "the training mode changed (--lora-rank / --unfreeze-last)",
-           "epochs": "--epochs may grow on --resume, not shrink"}
+           "epochs": "--epochs may grow on --resume, not shrink",
+           "labels": "its head numbers the labels in another order (runs before MNLI took GLUE's ids sorted them)"}
 
 
 def weights_known(config: dict) -> bool:
@@ -186,6 +188,8 @@ class RunDir:
         if not saved.is_file():
             return  # interrupted before its first epoch ended: nothing to continue, nothing to contradict
         old = self.read_json("config.json")
+        if "labels" in config and "labels" not in old:  # recorded since; a classifier's ids were sorted values then
+            old["labels"] = sorted_labels(config["labels"])
         differ = sorted(k for k in (set(old) | set(config)) - RESUMABLE_CHANGES
                         if k in old and k in config and old[k] != config[k])
         if "weights" in differ and not weights_known(old):

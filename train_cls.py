@@ -120,9 +120,24 @@ def load_data(args, task: Task | None) -> tuple[Labelled, dict[str, Labelled]]:
             {split: read_labelled(path, columns, args.label_column, fieldnames) for split, path in test_paths.items()})
 
 
+def test_set_names(args, task: Task | None) -> dict[str, str]:
+    """Which data each test set is: a GLUE task's (glue.test_set_name; MRPC's differs by where its data comes
+    from), or the file it was read from."""
+    if args.eval_file or not task:
+        return {"test": str(args.eval_file or Path(args.data_dir) / "dev.tsv")}
+    return {split: glue.test_set_name(name, file, fetched=not args.data_dir) for split, name, file in task.tests}
+
+
+def class_names(train_all: Labelled, task: Task | None) -> list[str]:
+    """The label values in class-id order: a GLUE task's (its ids on the Hub, so an export's ids score against
+    nyu-mll/glue's integer labels), else sorted (label_names)."""
+    names = label_names(train_all)
+    return list(task.values) if task and set(names) <= set(task.values) else names
+
+
 def split_data(train_all: Labelled, tests: dict[str, Labelled], val_fraction: float, seed: int,
                given_names: str | None, task: Task | None) -> Split:
-    names = label_names(train_all)
+    names = class_names(train_all, task)
     y_all = encode_labels(train_all, names)
     y_tests = {split: encode_labels(test, names) for split, test in tests.items()}  # refuses unknown test labels
     train_idx, val_idx = stratified_split(train_all.labels, val_fraction, seed)
@@ -146,7 +161,7 @@ def display_names(labels: list[str], given: str | None = None, task: Task | None
 
 
 def zero_shot_setup(task: Task | None, labels: list[str], label_words: str | None, pairs: bool
-                    ) -> tuple[str, list[str]]:
+                    ) -> tuple[glue.Prompt, list[str]]:
     """(prompt, the answer word of each label) for --zero-shot: the task's, or --label-words."""
     if label_words:
         words = [" " + w.strip() for w in label_words.split(",")]
@@ -183,16 +198,27 @@ def pair_template(tokenizer) -> None:
 
 
 def tokenize(tokenizer, texts: list, max_length: int, name: str = "") -> list[list[int]]:
-    """Token ids, cut at max_length; how many were cut is said (for the named split). Texts are strings, or
-    (first, second) pairs, which the tokenizer encodes with PAIR_SEPARATOR between them (pair_template)."""
-    if texts and isinstance(texts[0], tuple):
+    """Token ids of at most max_length; how many texts were cut is said (for the named split). Texts are strings
+    (cut at the end), or (first, second) pairs, which the tokenizer encodes with PAIR_SEPARATOR between them
+    (pair_template) and cuts as transformers' truncation="longest_first" does (the longer text loses tokens
+    first, so both texts and the separator survive): what pipeline(..., truncation=True) does with an export."""
+    pairs = bool(texts) and isinstance(texts[0], tuple)
+    if pairs:
         pair_template(tokenizer)
-        ids = tokenizer([a for a, _ in texts], [b for _, b in texts], add_special_tokens=True)["input_ids"]
+        ids = tokenizer([a for a, _ in texts], [b for _, b in texts])["input_ids"]
     else:
-        ids = tokenizer(texts, add_special_tokens=True)["input_ids"]
-    if name and (cut := sum(len(s) > max_length for s in ids)):
-        print(f"truncated to {max_length} tokens: {cut} {name} sentences")
-    return [s[:max_length] for s in ids]
+        ids = tokenizer(texts)["input_ids"]
+    cut = [i for i, s in enumerate(ids) if len(s) > max_length]
+    if name and cut:
+        print(f"truncated to {max_length} tokens: {len(cut)} {name} {'pairs' if pairs else 'sentences'}")
+    if not pairs:
+        return [s[:max_length] for s in ids]
+    if cut:  # only the pairs that need it are encoded again, cut by the tokenizer itself
+        again = tokenizer([texts[i][0] for i in cut], [texts[i][1] for i in cut], truncation="longest_first",
+                          max_length=max_length)["input_ids"]
+        for i, s in zip(cut, again):
+            ids[i] = s
+    return ids
 
 
 def cut_texts(tokenizer, texts: list[str], max_tokens: int) -> list[str]:
@@ -259,16 +285,16 @@ def scores(logits: torch.Tensor, labels: torch.Tensor, metrics: tuple[str, ...] 
             **({"mcc": matthews_corrcoef(y, preds)} if "mcc" in metrics else {})}
 
 
-def zero_shot(lm, tokenizer, texts: list, prompt: str, words: list[str], max_length: int, max_tokens: int
+def zero_shot(lm, tokenizer, texts: list, prompt: glue.Prompt, words: list[str], max_length: int, max_tokens: int
               ) -> torch.Tensor:
     """Class log-likelihoods of the LM's answer word for each label after the prompt (lm-eval-harness's, for the
-    GLUE tasks), whose {a} (and {b}) the text (pair) fills."""
+    GLUE tasks), which the text (pair) fills."""
     words = [tokenizer(w, add_special_tokens=False)["input_ids"] for w in words]
-    parts = [[part.strip() for part in (t if isinstance(t, tuple) else (t,))] for t in texts]
+    parts = [t if isinstance(t, tuple) else (t,) for t in texts]
     cut = [cut_texts(tokenizer, [p[k] for p in parts], max_length) for k in range(len(parts[0]))]
     if n_cut := sum(a != b for k, column in enumerate(cut) for a, b in zip(column, (p[k] for p in parts))):
         print(f"zero-shot: {n_cut} texts cut to {max_length} tokens (--max-length); the prompt around them is whole")
-    prompts = tokenize(tokenizer, [prompt.format(**dict(zip("ab", row))) for row in zip(*cut)], 10**9)
+    prompts = tokenize(tokenizer, [prompt.fill(*row) for row in zip(*cut)], 10**9)
     # A word's last token needs no input position, so single-token words share one pass per prompt.
     seqs = list(dict.fromkeys(tuple(p + w[:-1]) for p in prompts for w in words))
     row_of = {s: i for i, s in enumerate(seqs)}
@@ -305,7 +331,7 @@ def main(argv=None) -> int:
     mode = flags.mode(args)
     task = glue.task(args.task)
     if args.count_params_only:  # the head has one row per label: the task's, or those in the own training file
-        labels = len(task.names) if task else len(label_names(load_data(args, task)[0]))
+        labels = len(task.names) if task else len(class_names(load_data(args, task)[0], task))
         return count_params(args.model, mode, lambda hidden: model.cls_head(hidden, labels))
     device = flags.start(args)
 
@@ -317,7 +343,7 @@ def main(argv=None) -> int:
     metrics = task.metrics if task else ("accuracy", "f1")
     digest = fingerprint(split.train_all.texts, split.train_all.labels,
                          *[x for test in split.tests.values() for x in (test.texts, test.labels)])
-    run = flags.open_run(args, args.task, mode, digest)
+    run = flags.open_run(args, args.task, mode, digest, split.names)
 
     # 2. the backbone, and the features each split reads (cached while the backbone is frozen)
     t0 = time.perf_counter()
@@ -363,7 +389,7 @@ def main(argv=None) -> int:
     # 7. save and publish (rank 0)
     timing = {"features_s": feature_s, "train_s": time.perf_counter() - t0,
               "tokens": sum(len(s) for v in seqs.values() for s in v)}
-    info = summary(args, mode, split, results, metrics,
+    info = summary(args, mode, split, results, metrics, test_set_names(args, task),
                    confusion(logits["test"].argmax(-1), clf.y_tests["test"], len(split.names)), params, rows, timing)
     if not distributed.is_main():
         return 0
@@ -378,16 +404,16 @@ def main(argv=None) -> int:
     return hub.publish(run, info, flags.push(args), export)
 
 
-def summary(args, mode: Mode, split: Split, results: dict, metrics: tuple[str, ...], matrix: list, params: dict,
-            rows: list, timing: dict) -> dict:
+def summary(args, mode: Mode, split: Split, results: dict, metrics: tuple[str, ...], test_sets: dict[str, str],
+            matrix: list, params: dict, rows: list, timing: dict) -> dict:
     """metrics.json: what ran, on what, and every number it produced; "metrics" holds the test set's, and
-    "more_tests" any other test set's (MNLI's mismatched dev set)."""
+    "more_tests" any other test set's (MNLI's mismatched dev set); "test_sets" says which data each is."""
     others = {name: r for name, r in results.items() if name != "test"}
     return {"task": args.task, "mode": mode.name, "base_model": args.model, "trained": mode.describe(),
             "command": shlex.join(["python"] + sys.argv), "resolved_model": model.resolve_model(args.model),
             "text_columns": list(text_columns(args.text_column)),
             "labels": split.names, "label_names": split.display, "task_metrics": list(metrics),
-            "metrics": results["test"], **({"more_tests": others} if others else {}),
+            "metrics": results["test"], **({"more_tests": others} if others else {}), "test_sets": test_sets,
             "confusion": matrix, "params": params, "epochs": rows,
             "split": {"train": len(split.train_idx), "validation": len(split.val_idx),
                       "test": len(split.y_tests["test"]), **{name: len(split.y_tests[name]) for name in others},

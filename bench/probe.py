@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import model  # noqa: E402
 import train_cls  # noqa: E402
 from data import glue  # noqa: E402
-from data.labelled import encode_labels, label_names  # noqa: E402
+from data.labelled import encode_labels  # noqa: E402
 from data.split import stratified_split  # noqa: E402
 
 STRENGTHS = [0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1]
@@ -46,9 +46,10 @@ def main() -> None:
     config = json.loads((run / "config.json").read_text())
     args = train_cls.parse_args([])
     vars(args).update(config)
-    train_all, tests = train_cls.load_data(args, glue.task(args.task))
+    task = glue.task(args.task)
+    train_all, tests = train_cls.load_data(args, task)
     test = tests["test"]
-    names = label_names(train_all)
+    names = train_cls.class_names(train_all, task)
     device = torch.device("cpu")
     lm, tokenizer = model.load_backbone(args.model, device, model.pick_dtype(device, args.dtype))
     x_all = train_cls.features(lm, tokenizer, train_cls.tokenize(tokenizer, train_all.texts, args.max_length),

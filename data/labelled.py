@@ -104,14 +104,19 @@ def read_labelled(path: str | Path, text_col: str | tuple[str, ...] = "sentence"
 
 
 def label_names(train: Labelled) -> list[str]:
-    """The class names in a stable order: numeric labels sorted as numbers, others as strings."""
+    """The class names in a stable order (sorted_labels)."""
     values = set(train.labels)
     numeric = {v for v in values if v.lstrip("-").isdigit()}
     if numeric and numeric != values:
         raise DataError(f"{train.path}: mixed label values {sorted(values)[:6]}; use either numbers or names")
     if len(values) < 2:
         raise DataError(f"{train.path}: only one label value {sorted(values)}; classification needs two or more")
-    return sorted(values, key=int) if numeric else sorted(values)
+    return sorted_labels(values)
+
+
+def sorted_labels(values) -> list[str]:
+    """Numeric labels sorted as numbers, others as strings."""
+    return sorted(values, key=int) if all(v.lstrip("-").isdigit() for v in values) else sorted(values)
 
 
 def encode_labels(data: Labelled, names: list[str]) -> list[int]:

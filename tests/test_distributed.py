@@ -17,12 +17,16 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "samples"
 
 
-def launch(nproc: int, script: str, flags: list[str], cache: Path, machines: bool = False
+MACHINES = "tests/rank_machine.py"  # each rank as if on a machine of its own
+NCCL = "tests/nccl_ranks.py"  # each rank in the process group a GPU rank joins, NCCL's device constraint simulated
+
+
+def launch(nproc: int, script: str, flags: list[str], cache: Path, wrapper: str | None = None
            ) -> subprocess.CompletedProcess:
-    """nproc ranks on this machine sharing its disk, or (machines) each as if on a machine of its own."""
+    """nproc ranks on this machine sharing its disk, or run through a wrapper (MACHINES, NCCL)."""
     cmd = [sys.executable, script] if nproc == 1 else \
         [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] + \
-        (["tests/rank_machine.py"] if machines else []) + [script]
+        ([wrapper] if wrapper else []) + [script]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "LLAMA_HEADS_CACHE": str(cache), "TQDM_DISABLE": "1",
            "OMP_NUM_THREADS": "1"}
     out = subprocess.run(cmd + flags, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
@@ -99,7 +103,7 @@ def test_two_machines_without_a_shared_disk(tmp_path, tiny_llama_folder, script,
     one = metrics_of(runs, "one")
 
     def two_machines(name):
-        launch(2, script, flags + ["--runs-dir", str(runs), "--run-name", name], cache, machines=True)
+        launch(2, script, flags + ["--runs-dir", str(runs), "--run-name", name], cache, wrapper=MACHINES)
         got = metrics_of(runs, name)["metrics"]
         for stage, numbers in one["metrics"].items():
             for k, v in numbers.items():
@@ -113,3 +117,28 @@ def test_two_machines_without_a_shared_disk(tmp_path, tiny_llama_folder, script,
             f.unlink()
         two_machines("one-machine-warm")
         assert feature_files(cache / "rank1") == feature_files(cache / "rank0")
+
+
+@pytest.mark.parametrize("script, extra", [("train_cls.py", []), ("train_qa.py", []),
+                                           ("train_cls.py", ["--unfreeze-last", "1", "--backbone-lr", "1e-3"])],
+                         ids=["cls", "qa", "cls-unfreeze-last"])
+def test_ranks_in_a_gpu_process_group(tmp_path, tiny_llama_folder, script, extra):
+    """The process group a GPU run joins, with NCCL's refusal of CPU tensors simulated (tests/nccl_ranks.py): the
+    feature pass, its cache (cold, then warm), the gradient sums and --resume (the checkpoint sent from rank 0)
+    all run, and the resumed 2-rank run equals one process's. On a group of NCCL alone, the first collective of
+    a CPU tensor fails."""
+    data = ["--data-dir", str(data_dir_cut(tmp_path / "sst2", "sst2", 120, 40))] if script == "train_cls.py" else [
+        "--train-file", str(SAMPLE / "squad_train.json"), "--eval-file", str(SAMPLE / "squad_test.json"),
+        "--max-train-examples", "40", "--max-eval-examples", "20"]
+    flags = ["--model", str(tiny_llama_folder), *data, "--dtype", "fp32", *extra]
+    runs = tmp_path / "runs"
+    for nproc, name, wrapper in ((1, "one", None), (2, "two", NCCL)):  # 1 epoch, then resumed for a second
+        named = flags + ["--runs-dir", str(runs), "--run-name", name]
+        launch(nproc, script, named + ["--epochs", "1"], tmp_path / name, wrapper=wrapper)
+        assert "resumed from" in launch(nproc, script, named + ["--epochs", "2", "--resume"], tmp_path / name,
+                                        wrapper=wrapper).stdout
+    one, got = metrics_of(runs, "one"), metrics_of(runs, "two")
+    assert_same_rows(one["epochs"], got["epochs"], ["f1"] if script == "train_qa.py" else ["accuracy"])
+    for stage, numbers in one["metrics"].items():
+        for k, v in numbers.items():
+            assert got["metrics"][stage][k] == (v if v is None else pytest.approx(v, abs=1e-5)), (stage, k)

@@ -4,6 +4,7 @@ encode pairs as the run did (pipeline text/text_pair)."""
 import hashlib
 import io
 import json
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -119,8 +120,9 @@ def test_multi_class_task_fetched_with_both_test_sets(tiny, download):
                                           "MNLI/dev_mismatched.tsv": mnli_file(pairs[120:], 2)}))
     rc, info, _ = tiny("--task", "mnli")
     assert rc == 0 and urls == [fetch.GLUE_URL + "MNLI.zip"]  # one download serves the three files
-    assert info["labels"] == ["contradiction", "entailment", "neutral"] and len(info["confusion"]) == 3
+    assert info["labels"] == ["entailment", "neutral", "contradiction"] and len(info["confusion"]) == 3  # GLUE's ids
     assert info["split"]["test"] == 30 and info["split"]["test_mismatched"] == 30
+    assert info["test_sets"] == {"test": "glue_dev_matched", "test_mismatched": "glue_dev_mismatched"}
     assert set(info["more_tests"]) == {"test_mismatched"}
     assert set(info["more_tests"]["test_mismatched"]) == {"before", "after"}
 
@@ -305,3 +307,142 @@ def test_bundled_pair_sample():
         assert (QNLI / name).read_text().split("\n", 1)[0] == "index\tquestion\tsentence\tlabel"
         data = train_cls.read_labelled(QNLI / name, ("question", "sentence"))
         assert len(data.texts) == n and data.labels.count("entailment") == n // 2
+
+
+# --- what users compare against: GLUE's label ids, lm-eval-harness's prompts, long pairs ----------------------
+
+# lm-evaluation-harness's GLUE templates as its task files write them (Jinja {{column}}; MNLI's doc_to_text is a
+# function that strips the hypothesis and ends it with a period), and each task's answer choices in label-id order
+HARNESS = {
+    "sst2": ("{{sentence}}\nQuestion: Is this sentence positive or negative?\nAnswer:", ["negative", "positive"]),
+    "cola": ("{{sentence}}\nQuestion: Does this sentence make sense?\nAnswer:", ["no", "yes"]),
+    "mrpc": ("Sentence 1: {{sentence1}}\nSentence 2: {{sentence2}}\nQuestion: Do both sentences mean the same "
+             "thing?\nAnswer:", ["no", "yes"]),
+    "qqp": ("Question 1: {{question1}}\nQuestion 2: {{question2}}\nQuestion: Do both questions ask the same "
+            "thing?\nAnswer:", ["no", "yes"]),
+    "qnli": ("{{question}}\n{{sentence}}\nQuestion: Does this response answer the question?\nAnswer:", ["yes", "no"]),
+    "rte": ("{{sentence1}}\nQuestion: {{sentence2}} True or False?\nAnswer:", ["True", "False"]),
+    "mnli": ("{}\nQuestion: {} True, False or Neither?\nAnswer:", ["True", "Neither", "False"]),
+}
+# one row per task as nyu-mll/glue holds it (column names there), texts with the spacing GLUE's files have
+GLUE_ROWS = {
+    "sst2": {"sentence": "hide new secretions from the parental units "},
+    "cola": {"sentence": "Our friends won't buy this analysis, let alone the next one we propose."},
+    "mrpc": {"sentence1": "Amrozi accused his brother , whom he called \" the witness \" , of deliberately "
+                          "distorting his evidence .",
+             "sentence2": "Referring to him as only \" the witness \" , Amrozi accused his brother of deliberately "
+                          "distorting his evidence ."},
+    "qqp": {"question1": "How is the life of a math student? Could you describe your own experiences?",
+            "question2": "Which level of prepration is enough for the exam jlpt5?"},
+    "qnli": {"question": "What came into force after the new constitution was herald?",
+             "sentence": "As of that day, the new constitution heralding the Second Republic came into force."},
+    "rte": {"sentence1": "No Weapons of Mass Destruction Found in Iraq Yet.",
+            "sentence2": "Weapons of Mass Destruction Found in Iraq."},
+    "mnli": {"premise": "The new rights are nice enough", "hypothesis": "Everyone really likes the newest benefits "},
+}
+
+
+def harness_text(name: str, row: dict) -> str:
+    template, _ = HARNESS[name]
+    if name == "mnli":
+        hypothesis = row["hypothesis"].strip()
+        return template.format(row["premise"], hypothesis + ("" if hypothesis.endswith(".") else "."))
+    for column, value in row.items():
+        template = template.replace("{{" + column + "}}", value)
+    return template
+
+
+@pytest.mark.parametrize("name", sorted(HARNESS))
+def test_zero_shot_prompts_are_the_harness_texts(name):
+    task = glue.TASKS[name]
+    row = list(GLUE_ROWS[name].values())
+    assert task.prompt.fill(*row) == harness_text(name, GLUE_ROWS[name])
+    assert [w.strip() for w in task.words] == HARNESS[name][1]  # label-id order is the harness's choice order
+    if name == "mnli":  # a hypothesis that ends with a period gets no second one
+        assert task.prompt.fill("P", " H. ") == "P\nQuestion: H. True, False or Neither?\nAnswer:"
+
+
+def test_label_ids_are_glue_hub_ids():
+    """nyu-mll/glue's ClassLabel names, in id order."""
+    hub = {"sst2": ["negative", "positive"], "cola": ["unacceptable", "acceptable"],
+           "mrpc": ["not_equivalent", "equivalent"], "qqp": ["not_duplicate", "duplicate"],
+           "qnli": ["entailment", "not_entailment"], "rte": ["entailment", "not_entailment"],
+           "mnli": ["entailment", "neutral", "contradiction"]}
+    assert {name: list(task.names) for name, task in glue.TASKS.items()} == hub
+
+
+def test_long_pairs_keep_both_texts(smollm2_tokenizer, capsys):
+    """A first text longer than --max-length cuts as transformers' longest_first: the separator and the second
+    text survive; short pairs are untouched; the cut pairs are counted."""
+    tokenizer = model.load_tokenizer(smollm2_tokenizer.name_or_path)
+    long, short = ("The river is wide and the bridge is old. " * 20, "Is the bridge old?"), ("A cat.", "A dog.")
+    seqs = train_cls.tokenize(tokenizer, [long, short], 24, "test")
+    assert "truncated to 24 tokens: 1 test pairs" in capsys.readouterr().out
+    second = tokenizer(long[1], add_special_tokens=False)["input_ids"]
+    newline = tokenizer("\n", add_special_tokens=False)["input_ids"]
+    assert len(seqs[0]) == 24 and seqs[0][-len(second) - len(newline):] == newline + second
+    assert seqs[1] == tokenizer(*short)["input_ids"]
+    assert seqs == tokenizer([long[0], short[0]], [long[1], short[1]], truncation=True, max_length=24)["input_ids"]
+
+
+def mrpc_run(tiny, tmp_path, monkeypatch, fetched: bool):
+    """A tiny MRPC run from its fetched MSR files (stand-ins) or from a GLUE-layout --data-dir."""
+    header = "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
+    pairs = rows(QNLI / "train.tsv", 80)
+    text = header + "".join(f"{i % 2}\t{i}\t{i + 1}\t{q}\t{s}\n" for i, (_, q, s, _) in enumerate(pairs))
+    if not fetched:
+        (tmp_path / "mrpc").mkdir()
+        for name in ("train.tsv", "dev.tsv"):
+            (tmp_path / "mrpc" / name).write_text(text)
+        return tiny("--task", "mrpc", "--data-dir", str(tmp_path / "mrpc"), name="glue")
+    files = {}
+    for name in ("mrpc_train", "mrpc_test"):
+        files[name] = tmp_path / f"{name}.tsv"
+        files[name].write_text(text)
+    monkeypatch.setattr(train_cls, "fetch_file", lambda name: files[name])
+    return tiny("--task", "mrpc", name="msr")
+
+
+def test_mrpc_run_says_which_test_set_it_scored(tiny, tmp_path, monkeypatch):
+    assert mrpc_run(tiny, tmp_path, monkeypatch, fetched=True)[1]["test_sets"] == {"test": "msr_test"}
+    assert mrpc_run(tiny, tmp_path, monkeypatch, fetched=False)[1]["test_sets"] == {"test": "glue_dev"}
+
+
+def test_a_run_with_the_old_mnli_ids_keeps_its_own_order(tiny, tmp_path):
+    """Runs made before MNLI took GLUE's ids numbered its labels sorted (contradiction 0, entailment 1, neutral 2).
+    Such a run (made here by reordering a new run's head rows and records) predicts with its own recorded order,
+    exactly as the new run does, and --resume refuses it in one line, never training it under the new order."""
+    import predict
+    from safetensors.torch import save_file
+    pairs = rows(QNLI / "train.tsv", 150)
+    (tmp_path / "mnli").mkdir()
+    for name, part, offset in (("train.tsv", pairs[:90], 0), ("dev_matched.tsv", pairs[90:120], 1),
+                               ("dev_mismatched.tsv", pairs[120:], 2)):
+        (tmp_path / "mnli" / name).write_text(mnli_file(part, offset))
+    flags = ["--task", "mnli", "--data-dir", str(tmp_path / "mnli")]
+    rc, info, new = tiny(*flags, name="new")
+    assert rc == 0 and info["labels"] == ["entailment", "neutral", "contradiction"]
+    old = tmp_path / "runs" / "old"
+    shutil.copytree(new, old)
+    order = [info["labels"].index(n) for n in sorted(info["labels"])]  # the old ids' rows in the new head
+    head = load_file(new / "head.safetensors")
+    save_file({"weight": head["weight"][order].contiguous()}, old / "head.safetensors")
+    for name in ("metrics.json", "config.json"):
+        record = json.loads((old / name).read_text())
+        record.pop("labels")
+        if name == "metrics.json":
+            record["labels"] = record["label_names"] = sorted(info["labels"])
+        (old / name).write_text(json.dumps(record))
+
+    def predicted(run):
+        out = tmp_path / f"{run.name}.jsonl"
+        assert predict.main([str(run), "--text", "The cat sat.", "--text-pair", "A cat sat.", "--text", "Rain.",
+                             "--text-pair", "It is dry.", "--dtype", "fp32", "--out", str(out)]) == 0
+        return [json.loads(line) for line in out.read_text().splitlines()]
+    for a, b in zip(predicted(new), predicted(old), strict=True):
+        assert a["label"] == b["label"]
+        assert a["probabilities"] == pytest.approx(b["probabilities"], abs=1e-6)
+    out = run_script("train_cls.py", "--model", json.loads((old / "config.json").read_text())["model"], *flags,
+                     "--dtype", "fp32", "--epochs", "3", "--runs-dir", str(tmp_path / "runs"), "--run-name", "old",
+                     "--resume")
+    assert_one_line_error(out, "another order", "--overwrite")
