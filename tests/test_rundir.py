@@ -331,3 +331,23 @@ def test_checkpoints_load_weights_only(tmp_path, capsys):
     with pytest.raises(RunError, match="holds Python objects besides tensors and plain values") as e:
         run.load_checkpoint(torch.device("cpu"))
     assert "--overwrite" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_failed_first_write_of_an_overwrite_keeps_the_old_run(tmp_path, monkeypatch):
+    """--overwrite removes the old run only once the new run's first epoch is written whole: a full disk then
+    leaves the old run, config included, and no temp file."""
+    import errno
+
+    import torch
+    RunDir.open(tmp_path / "r", CONFIG, resume=False, overwrite=False)
+    (tmp_path / "r" / "head.safetensors").write_bytes(b"the first run's head")
+    before = snapshot(tmp_path / "r")
+    run = RunDir.open(tmp_path / "r", {**CONFIG, "lr": 1.0}, resume=False, overwrite=True)
+
+    def disk_full(state, f):
+        f.write(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(OSError, match=r"cannot write .*ckpt.pt \(No space left on device\); free space"):
+        run.save_epoch([{"epoch": 1}], {"epoch": 1})
+    assert snapshot(tmp_path / "r") == before
