@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 
 import distributed
 from batching import length_batches, pad_batch
-from data.fetch import cache_dir, write_safetensors
+from data.fetch import WriteError, cache_dir, write_safetensors
 
 Pick = Callable[[list[int], torch.Tensor, torch.Tensor], list[torch.Tensor]]  # (indices, hidden, mask) -> per item
 
@@ -171,13 +171,13 @@ def cached_features(path: Path | None, seqs: list[list[int]], compute: Callable[
             for batch, batch_feats in compute(idx):
                 found.update(zip(batch, batch_feats))
             got = [found[i] for i in idx]
-            if part:
-                write_safetensors(part, flatten(got))
+            if part and not kept(part, got):
+                path = parts = None  # the rest stays in memory too
         for share, items in exchange(idx, got if idx else []):
             for i, f in zip(share, items):
                 feats[i] = f
     if path and distributed.local_rank() == 0 and mine is None:
-        write_safetensors(path, flatten(feats))
+        kept(path, feats)
     distributed.barrier()  # every rank of this node is done with its parts before they go
     if parts and distributed.local_rank() == 0:
         shutil.rmtree(parts, ignore_errors=True)  # another process filling the same entry may have removed it
@@ -194,6 +194,17 @@ def exchange(idx: list[int], items: list[torch.Tensor]) -> list[tuple[list[int],
     flats = distributed.gather_tensors(packed["flat"])
     return [(share, unflatten({"flat": flat, "lengths": torch.tensor(lengths)}) if share else [])
             for (share, lengths), flat in zip(shares, flats)]
+
+
+def kept(path: Path, items: list[torch.Tensor]) -> bool:
+    """Whether `items` were saved in `path`; a cache that cannot be written (a full disk, read-only) costs only the
+    speed-up: said in one line, and the features computed stay in memory."""
+    try:
+        write_safetensors(path, flatten(items))
+        return True
+    except WriteError as e:
+        print(f"feature cache: {e}; the features are kept in memory only", file=sys.stderr)
+        return False
 
 
 def _load(path: Path, n: int) -> list[torch.Tensor] | None:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 import distributed
-from data.fetch import DataUnavailable
+from data.fetch import DataUnavailable, WriteError, cache_dir
 from data.labelled import DataError
 from data.squad import WindowError
 from data.squad_json import SquadFormatError
@@ -26,7 +26,7 @@ from rundir import RunDir, RunError
 
 # what a user can cause: one line on stderr and exit code 2, never a traceback
 USER_ERRORS = (DataError, DataUnavailable, SquadFormatError, WindowError, MetricsInputError, ModelError, ExportError,
-               TuningError, RunError, TrainingDiverged)
+               TuningError, RunError, TrainingDiverged, WriteError)
 
 
 class Parser(argparse.ArgumentParser):
@@ -219,7 +219,9 @@ def train_args(args: argparse.Namespace) -> TrainArgs:
 
 
 def start(args: argparse.Namespace) -> torch.device:
-    """The device, joined to torchrun's process group when started by torchrun, and every generator seeded."""
+    """The device, joined to torchrun's process group when started by torchrun, and every generator seeded; a cache
+    (LLAMA_HEADS_CACHE) that cannot be one is refused first."""
+    cache_dir()
     device = pick_device(args.device)
     distributed.setup(device)
     random.seed(args.seed)

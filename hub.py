@@ -189,7 +189,7 @@ def model_card(info: dict) -> str:
                 "no-answer score at the trailing token:", ""]
     if loads_as != "head" or mode == "head":
         out += ["```python"] + load_snippet(info.get("task"), repo, base or "BASE_MODEL", loads_as,
-                                            info.get("label_names"), info.get("threshold") or 0.0,
+                                            info.get("label_names"), info.get("threshold", 0.0),
                                             len(info.get("text_columns") or [None]) == 2,
                                             (info.get("hyperparameters") or {}).get("max_length")) + ["```", ""]
     else:
@@ -217,7 +217,7 @@ ENCODE_WITH_BOS = ["def encode(text):", '    return tokenizer(text, add_special_
 
 
 def load_snippet(task: str | None, repo: str, base: str, kind: str, names: list[str] | None,
-                 threshold: float = 0.0, pairs: bool = False, max_length: int | None = None) -> list[str]:
+                 threshold: float | None = 0.0, pairs: bool = False, max_length: int | None = None) -> list[str]:
     """Python that loads the result and runs it once, as the project does, with transformers + safetensors +
     huggingface_hub alone (kind "head": head.safetensors on the base model; "full": the export, through
     `pipeline` for classification), or with peft ("peft": the adapters and head on the base model). REPO may be a
@@ -296,7 +296,8 @@ def load_snippet(task: str | None, repo: str, base: str, kind: str, names: list[
         "            best, span = (start[s] + end[e]).item(), (s, e)",
         "# answer unless the null score beats the span's by more than the run's threshold (chosen on validation)",
         "a, b = (ctx[\"offset_mapping\"][span[0]][0], ctx[\"offset_mapping\"][span[1]][1]) if span else (0, 0)",
-        f'answer = context[a:b].strip() if span and null - best <= {threshold!r} else ""',
+        f'answer = context[a:b].strip() if span'  # a threshold of None: SQuAD v1, every question answered
+        f'{"" if threshold is None else f" and null - best <= {threshold!r}"} else ""',
         "print(repr(answer))"]
 
 

@@ -106,10 +106,9 @@ def fit(head: nn.Module, backbone: nn.Module, epoch_batches: Callable[[int], lis
         rows.append(row)
         print_row(row, header=epoch == first)
         if distributed.is_main():
-            run.write_log(rows)
-            run.save_checkpoint({"trained": trained, "opt": opt.state_dict(), "sched": sched.state_dict(),
-                                 "scaler": scaler.state_dict(), "ema": ema.state, **rng_state(device),
-                                 "rows": rows, "epoch": epoch + 1})
+            run.save_epoch(rows, {"trained": trained, "opt": opt.state_dict(), "sched": sched.state_dict(),
+                                  "scaler": scaler.state_dict(), "ema": ema.state, **rng_state(device),
+                                  "rows": rows, "epoch": epoch + 1})
         if epoch + 1 < cfg.epochs:
             assign(params, trained)
     parts.eval()

@@ -16,6 +16,7 @@ from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoToken
 
 import lora
 import smollm2
+from data.fetch import os_error, write_error
 
 DEFAULT_MODEL = "meta-llama/Llama-3.2-1B"
 EXPORT_DTYPE = torch.float32
@@ -285,21 +286,27 @@ def export(out_dir: Path, model_name: str, task: str, head: nn.Linear, tokenizer
     if task == "cls":  # before any work: names a client can show
         label_maps(id2label, head.out_features)
     tmp = out_dir.with_name(out_dir.name + f".{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    if adapter is not None:
-        lora.write_peft(tmp, adapter)
-    else:
-        full_model(model_name, task, head, tokenizer.pad_token_id, id2label, backbone).save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    make_portable(tmp, settings.get("max_length"))
-    (tmp / SETTINGS_FILE).write_text(json.dumps(settings, indent=1))
-    mode = (tmp / SETTINGS_FILE).stat().st_mode  # a plain open()'s; newer safetensors write weights 0600
-    for f in tmp.iterdir():
-        f.chmod(mode)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        if adapter is not None:
+            lora.write_peft(tmp, adapter)
+        else:
+            full_model(model_name, task, head, tokenizer.pad_token_id, id2label, backbone).save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        make_portable(tmp, settings.get("max_length"))
+        (tmp / SETTINGS_FILE).write_text(json.dumps(settings, indent=1))
+        mode = (tmp / SETTINGS_FILE).stat().st_mode  # a plain open()'s; newer safetensors write weights 0600
+        for f in tmp.iterdir():
+            f.chmod(mode)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except (OSError, SafetensorError) as e:  # no space, read-only: one line, and no half-written export left
+        shutil.rmtree(tmp, ignore_errors=True)
+        if (failed := os_error(e)) is None:
+            raise
+        raise write_error(failed, out_dir) from None
     return out_dir
 
 

@@ -107,8 +107,10 @@ class Mode:
         """Make trainable what this mode trains; the backbone stays frozen otherwise. Runs after "before" is
         scored, since preparing changes the backbone (adapters, fp32 blocks)."""
 
-    def cache_note(self, spec: FeatureSpec) -> str:
-        return f"{spec.name}: features " + ("cached on disk" if spec.cache else "computed by each pass")
+    def cache_note(self, spec: FeatureSpec, keep: bool = True) -> str:
+        """How the split's features are had; `keep` false: predict.py's one-off inputs, kept in memory only."""
+        stored = "cached on disk" if keep else "computed once, kept in memory only"
+        return f"{spec.name}: features " + (stored if spec.cache else "computed by each pass")
 
     def source(self, lm, spec: FeatureSpec, passes: Passes) -> Source:
         if not spec.cache:
@@ -151,9 +153,10 @@ class TopBlocks(Mode):
         backbone.layers[-self.k].register_forward_pre_hook(lambda module, args: (args[0].float(), *args[1:]))
         training_passes(backbone, self.grad_checkpoint)
 
-    def cache_note(self, spec: FeatureSpec) -> str:
+    def cache_note(self, spec: FeatureSpec, keep: bool = True) -> str:
         what = f"the states below the top {self.k} blocks, which every step and evaluation runs"
-        return f"{spec.name}: " + (f"cached on disk: {what}" if spec.cache else "computed by each pass")
+        stored = "cached on disk" if keep else "kept in memory only"
+        return f"{spec.name}: " + (f"{stored}: {what}" if spec.cache else "computed by each pass")
 
     def source(self, lm, spec: FeatureSpec, passes: Passes) -> Source:
         if not spec.cache:
@@ -191,7 +194,7 @@ class LoRA(Mode):
         backbone.eval()  # new modules start in training mode (dropout on); fit switches modes itself
         training_passes(backbone, self.grad_checkpoint)
 
-    def cache_note(self, spec: FeatureSpec) -> str:
+    def cache_note(self, spec: FeatureSpec, keep: bool = True) -> str:
         return f"{spec.name}: feature cache off: LoRA adapts every block, so every step and evaluation runs the " \
                "backbone"
 

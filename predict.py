@@ -21,6 +21,7 @@ import contextlib
 import io
 import json
 import math
+import os
 import sys
 import tempfile
 from collections.abc import Callable
@@ -35,8 +36,8 @@ import hub
 import model
 import train_cls
 import train_qa
-from data.fetch import write_atomic
-from data.labelled import DataError, _rows
+from data.fetch import WriteError, cache_dir, write_atomic
+from data.labelled import DataError, DuplicateName, _rows, unique_keys
 from data.squad import predictions
 from data.squad_json import Example, load_squad
 from lora import PEFT_FILES, PEFT_LAYOUT, from_peft
@@ -91,13 +92,28 @@ def parse_args(argv=None) -> argparse.Namespace:
     for flag in ("text", "text_pair", "question", "context"):
         if blank := [t for t in getattr(args, flag) if not t.strip()]:
             p.error(f"--{flag.replace('_', '-')} {blank[0]!r}: empty; pass the text itself")
+    if args.file and Path(args.file).is_dir():
+        p.error(f"--file {args.file}: is a folder; pass a file of inputs (a run or export folder is the SOURCE)")
     if args.file and not Path(args.file).is_file():
         p.error(f"--file {args.file}: no such file")
     if args.overwrite and args.out is None:
         p.error("--overwrite lets --out replace a file; it would do nothing without --out")
     if args.out is not None:
         check_out(p, args.out, args.overwrite)
+        for given, what in ((args.file, "--file"), (args.source, "the SOURCE")):
+            if given and Path(given).exists() and writes_into(args.out, Path(given)):
+                p.error(f"--out {args.out}: is {what} {given} or inside it (through a link, maybe); write the "
+                        "predictions elsewhere")
     return args
+
+
+def writes_into(out: str, given: Path) -> bool:
+    """Whether writing `out` (through links, as write_atomic does) changes the file `given`, or a file in the folder
+    `given`."""
+    target = Path(os.path.realpath(out))
+    if given.is_dir():
+        return Path(os.path.realpath(given)) in target.parents
+    return target == Path(os.path.realpath(given)) or (target.exists() and os.path.samefile(target, given))
 
 
 def check_out(p: argparse.ArgumentParser, out: str, overwrite: bool) -> None:
@@ -140,7 +156,7 @@ class Predictor:
     mode: Mode
     args: argparse.Namespace  # the training script's flags, as the run had them
     names: list[str] | None = None  # cls: label names, in the head's order
-    threshold: float = 0.0  # qa
+    threshold: float | None = 0.0  # qa (None: SQuAD v1, every question answered)
 
 
 # ---- sources -------------------------------------------------------------------------------------------------------
@@ -150,7 +166,9 @@ def locate(source: str) -> Path:
     folder = Path(source)
     if folder.is_dir():
         return folder
-    if folder.exists() or not hub.HUB_ID.fullmatch(source) or "/" not in source:
+    if folder.exists():
+        raise SourceError(f"{source}: is a file, not a folder; {ADVICE} (a file of inputs goes in --file)")
+    if not hub.HUB_ID.fullmatch(source) or "/" not in source:
         raise SourceError(f"{source}: no such folder; {ADVICE}")
     from huggingface_hub import snapshot_download
     try:
@@ -249,11 +267,14 @@ def script_args(task: str, what: str, folder: Path, opts) -> argparse.Namespace:
     return args
 
 
-def threshold(opts, info: dict, where: Path, what: str) -> float:
-    """QA: --threshold, else the one the run chose on validation (recorded in its metrics.json or export)."""
+def threshold(opts, info: dict, where: Path, what: str) -> float | None:
+    """QA: --threshold, else the one the run chose on validation (recorded in its metrics.json or export); None
+    (null there): the run trained on SQuAD v1 data, and answers every question."""
     if opts.threshold is not None:
         return opts.threshold
     value = info.get("threshold", 0.0)
+    if value is None:
+        return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise SourceError(f"{where}: threshold {value!r}: expected a finite number; {DAMAGED[what]}")
     return value
@@ -320,7 +341,12 @@ def load(folder: Path, what: str, task: str, opts, args: argparse.Namespace) -> 
 def read_lines(opts, parse: Callable[[str, int, str], object]) -> list:
     """parse(where, n, line) of each non-blank line of --file or stdin, numbered as an editor numbers them. Once all
     parse, the blank lines skipped are counted on stderr: output line N is then not input line N."""
-    where, raw = (opts.file, Path(opts.file).read_bytes()) if opts.file else ("stdin", sys.stdin.buffer.read())
+    where = opts.file or "stdin"
+    try:
+        raw = Path(opts.file).read_bytes() if opts.file else sys.stdin.buffer.read()
+    except (OSError, AttributeError, ValueError) as e:  # stdin closed (None, or a closed file), unreadable
+        why = getattr(e, "strerror", None) or "closed"
+        raise DataError(f"{where}: cannot read it ({why}); pass --text, --question/--context or --file") from None
     try:
         lines = raw.decode("utf-8").removeprefix("\ufeff").split("\n")  # a BOM: as data.labelled reads files
     except UnicodeDecodeError as e:
@@ -393,9 +419,11 @@ def questions(opts) -> list[Example]:
 
 def qa_line(where: str, n: int, line: str) -> Example:
     try:
-        row = json.loads(line)
+        row = json.loads(line, object_pairs_hook=unique_keys)
     except json.JSONDecodeError as e:
         raise DataError(f"{where}: line {n} is not JSON ({e.msg})") from None
+    except DuplicateName as e:
+        raise DataError(f"{where}: line {n} names the key {str(e)!r} twice; rename or drop one") from None
     return qa_row(row, where, n)
 
 
@@ -444,13 +472,15 @@ def readable(row: dict) -> str:
 
 def main(argv=None) -> int:
     opts = parse_args(argv)
+    cache_dir()  # LLAMA_HEADS_CACHE that is no folder: one line before any work
     folder = locate(opts.source)
     what, task = kind(folder)
     if task == "cls" and opts.threshold is not None:
         raise SourceError(f"--threshold: {opts.source} classifies sentences, and --threshold is the no-answer "
                           "threshold of QA: drop it")
     args = script_args(task, what, folder, opts)
-    if not (opts.text or opts.text_pair or opts.question or opts.file) and sys.stdin.isatty():
+    if not (opts.text or opts.text_pair or opts.question or opts.file) and sys.stdin is not None and \
+            sys.stdin.isatty():
         raise DataError("nothing to predict: pass --text (sentences), --question/--context (QA) or --file, or pipe "
                         "lines into stdin")
     inputs = sentences(opts, train_cls.text_columns(args.text_column)) if task == "cls" else questions(opts)
@@ -462,7 +492,12 @@ def main(argv=None) -> int:
     rows = (classify if task == "cls" else answer)(p, inputs, keep)
     lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     if opts.out:
-        write_atomic(opts.out, lines)
+        try:
+            write_atomic(opts.out, lines)
+        except WriteError as e:  # computed already: not thrown away
+            sys.stdout.write(lines)
+            print(f"error: {e}; the {len(rows)} predictions went to stdout instead", file=sys.stderr)
+            return 2
         print(f"{len(rows)} predictions in {opts.out}", file=sys.stderr)
     elif opts.jsonl or not sys.stdout.isatty():
         sys.stdout.write(lines)

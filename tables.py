@@ -26,4 +26,4 @@ def print_row(row: dict, header: bool) -> None:
     """A per-epoch row on the console, under its header on the first epoch printed."""
     if header:
         print(" | ".join(f"{k:>10}" for k in row))
-    print(" | ".join(f"{v:>10.4f}" if isinstance(v, float) else f"{v:>10}" for v in row.values()))
+    print(" | ".join(f"{v:>10.4f}" if isinstance(v, float) else f"{fmt(v):>10}" for v in row.values()))

@@ -29,7 +29,7 @@ from batching import length_batches, pad_rows, shuffled
 from data.fetch import DataUnavailable, fetch_file, write_atomic
 from data.labelled import DataError
 from data.split import stratified_split
-from data.squad import choose_threshold, make_windows, postprocess, predictions
+from data.squad import answers_all, choose_threshold, make_windows, postprocess, predictions
 from data.squad_json import load_squad, split_articles, to_squad_json, trainable
 from features import data_fingerprint
 from metrics.squad import score
@@ -189,8 +189,10 @@ class Reader:
     """The span head and what its loop needs: each epoch's batches, a batch's loss, the validation row, the
     no-answer threshold chosen on validation, and the test set's scores and predictions."""
 
-    def __init__(self, head, sets: dict[str, list], windows: dict[str, list], sources: dict[str, Source], args):
+    def __init__(self, head, sets: dict[str, list], windows: dict[str, list], sources: dict[str, Source], args,
+                 v1: bool = False):
         self.head, self.sets, self.windows, self.sources = head, sets, windows, sources
+        self.v1 = v1  # validation holds no unanswerable question: no threshold, every question answered
         self.batch_size, self.seed = args.batch_size, args.seed
         self.n_best, self.max_answer_length = args.n_best, args.max_answer_length
 
@@ -207,16 +209,16 @@ class Reader:
     def validate(self) -> dict:
         """The validation row, with the no-answer threshold chosen on it for the weights as they are."""
         span, diff, loss, _ = self.predict("validation")
-        threshold = choose_threshold(diff, self.sets["validation"], span)
+        threshold = None if self.v1 else choose_threshold(diff, self.sets["validation"], span)
         preds, _ = predictions(span, diff, threshold)
         s = squad_scores(self.sets["validation"], preds, None)["squad_v2"]
         return {"val_loss": loss, **{k: s[k] for k in ("exact", "f1", "HasAns_f1", "NoAns_f1") if k in s},
                 "threshold": threshold}
 
-    def threshold(self) -> float:
+    def threshold(self) -> float | None:
         return self.validate()["threshold"]
 
-    def test(self, threshold: float) -> tuple[dict, dict, dict]:
+    def test(self, threshold: float | None) -> tuple[dict, dict, dict]:
         span, diff, _, _ = self.predict("test")
         preds, na_prob = predictions(span, diff, threshold)
         return squad_scores(self.sets["test"], preds, na_prob), preds, na_prob
@@ -263,7 +265,7 @@ def sources_for(mode: Mode, lm, tokenizer, sets: dict[str, list], args, keep: bo
         cache = fits_cache(mode, windows[name], lm.config.hidden_size, lm.dtype.itemsize, args.cache_features,
                            args.cache_budget_gb)
         spec = window_spec(name, windows[name], tokenizer.pad_token_id, cache)
-        print(f"{len(windows[name])} windows, {sum(map(len, spec.seqs)):,} tokens; {mode.cache_note(spec)}")
+        print(f"{len(windows[name])} windows, {sum(map(len, spec.seqs)):,} tokens; {mode.cache_note(spec, keep)}")
         sources[name] = mode.source(lm, spec, flags.passes(args, keep))
     return windows, sources
 
@@ -284,6 +286,7 @@ def main(argv=None) -> int:
     for name, part in sets.items():
         answerable = sum(ex.has_answer for ex in part)
         print(f"{name:>10}: {len(part):6d} questions ({answerable} answerable, {len(part) - answerable} not)")
+    v1, test_v1 = answers_all("validation", val), answers_all("test", test)
     with model.loading(args.model) as path:
         tokenizer = model.load_tokenizer(path)
     windows_for([], tokenizer, args)  # the window flags leave room for a context: checked before any work
@@ -298,8 +301,8 @@ def main(argv=None) -> int:
 
     # 3. before (an untrained head) and zero-shot, on the base model as loaded: mode.prepare below changes it
     torch.manual_seed(args.seed)
-    reader = Reader(model.qa_head(lm.config.hidden_size).to(device), sets, windows, sources, args)
-    results = {"before": reader.test(reader.threshold())[0]}
+    reader = Reader(model.qa_head(lm.config.hidden_size).to(device), sets, windows, sources, args, v1)
+    results = {"before": reader.test(None if test_v1 else reader.threshold())[0]}
     if args.zero_shot:
         answers = zero_shot(lm, tokenizer, test, args.max_tokens)
         results["zero_shot"] = squad_scores(test, answers, {q: float(a == "") for q, a in answers.items()})
@@ -314,14 +317,15 @@ def main(argv=None) -> int:
                     run, device, mode.amp(device))
     # the last row validated the weights fit leaves in place; a resumed older run's rows have no threshold
     threshold = rows[-1]["threshold"] if "threshold" in rows[-1] else reader.threshold()
-    results["after"], preds, na_prob = reader.test(threshold)
+    tested = None if test_v1 else threshold  # a v1 test set: every question answered
+    results["after"], preds, na_prob = reader.test(tested)
     params = model.param_report(lm.model, reader.head)
 
     # 7. save and publish (rank 0)
     if not distributed.is_main():
         return 0
     write_predictions(run.path, test, preds, na_prob)
-    print_results(results, len(test), threshold, run.path)
+    print_results(results, len(test), tested, run.path)
     print("parameters: " + ", ".join(f"{k} {v:,}" for k, v in params.items()))
     timing = {"features_s": feature_s, "train_s": time.perf_counter() - t0,
               "tokens": sum(len(w.input_ids) for ws in windows.values() for w in ws)}
@@ -354,8 +358,10 @@ def write_predictions(folder: Path, test, preds: dict, na_prob: dict) -> None:
     write_atomic(folder / "test_data.json", json.dumps(to_squad_json(test)))
 
 
-def print_results(results: dict, n_test: int, threshold: float, folder: Path) -> None:
-    print(f"\ntest set ({n_test} questions; null threshold {threshold:.3f} chosen on validation)")
+def print_results(results: dict, n_test: int, threshold: float | None, folder: Path) -> None:
+    how = "every question answered (SQuAD v1)" if threshold is None else \
+        f"null threshold {threshold:.3f} chosen on validation"
+    print(f"\ntest set ({n_test} questions; {how})")
     print(results_table({k: flat(v) for k, v in results.items()}, TABLE_KEYS))
     print(f"\nrescore: python -m metrics.squad {folder}/preds.json --data {folder}/test_data.json "
           f"--na-prob-file {folder}/na_prob.json")
@@ -399,13 +405,14 @@ def evaluate_run(args) -> int:
                                       "qa")
     windows, sources = sources_for(mode, lm, tokenizer, {"test": test}, args)
     reader = Reader(head, {"test": test}, windows, sources, args)
-    result, preds, na_prob = reader.test(info["threshold"])
+    threshold = None if answers_all("test", test) else info["threshold"]  # None too: a run trained on v1 data
+    result, preds, na_prob = reader.test(threshold)
     # one folder per test set evaluated, so evaluating on another file never replaces an earlier evaluation
     name = Path(args.eval_file).stem if args.eval_file else "test_data"
     out = run.path / "eval" / (name + (f"-n{args.max_eval_examples}-s{args.seed}" if args.max_eval_examples else ""))
     write_predictions(out, test, preds, na_prob)
     write_atomic(out / "metrics.json", json.dumps(result, indent=1))
-    print_results({"after": result}, len(test), info["threshold"], out)
+    print_results({"after": result}, len(test), threshold, out)
     return 0
 
 

@@ -8,6 +8,7 @@ import errno
 import hashlib
 import io
 import os
+import re
 import secrets
 import stat
 import urllib.request
@@ -66,8 +67,46 @@ class DataUnavailable(RuntimeError):
     """The file is neither cached nor downloadable; the message says how to pass a local copy."""
 
 
+# what to do about a write that failed, by errno
+_SPACE, _ALLOWED, _NOT_A_FOLDER = ("free space on that disk, or write elsewhere", "write where you may, or fix the "
+                                   "permissions", "a folder on the path is a file: write elsewhere")
+WRITE_FIXES = {errno.ENOSPC: _SPACE, errno.EDQUOT: _SPACE, errno.EROFS: "write elsewhere", errno.EACCES: _ALLOWED,
+               errno.EPERM: _ALLOWED, errno.ENOTDIR: _NOT_A_FOLDER, errno.EEXIST: _NOT_A_FOLDER}
+
+
+class WriteError(OSError):
+    """A file or folder that could not be written (no space, read-only, permission denied, a file where a folder
+    must be): its path, the cause and the fix in one line. Nothing half-written is left behind."""
+
+    def __str__(self) -> str:
+        fix = WRITE_FIXES.get(self.errno)
+        return f"cannot write {self.filename} ({self.strerror})" + (f"; {fix}" if fix else "")
+
+
+def write_error(e: OSError, path) -> WriteError:
+    """`e` (the OSError of writing `path`, or of its temp file, which is gone then) as a WriteError naming `path`."""
+    return e if isinstance(e, WriteError) else WriteError(e.errno, e.strerror or str(e), str(path))
+
+
+def os_error(e: Exception) -> OSError | None:
+    """The OSError behind a failed write: `e` itself, or the one safetensors' errors name by number (its Rust I/O
+    errors are no OSErrors); None for any other failure."""
+    if isinstance(e, OSError):
+        return e
+    if type(e).__name__ == "SafetensorError" and (found := re.search(r"os error (\d+)|Os \{ code: (\d+)", str(e))):
+        number = int(found[1] or found[2])
+        return OSError(number, os.strerror(number))
+    return None
+
+
 def cache_dir() -> Path:
-    return Path(os.environ.get("LLAMA_HEADS_CACHE", Path.home() / ".cache" / "llama-heads"))
+    """$LLAMA_HEADS_CACHE or ~/.cache/llama-heads; one that is (or lies under) a file is a DataUnavailable line."""
+    path = Path(os.environ.get("LLAMA_HEADS_CACHE", Path.home() / ".cache" / "llama-heads"))
+    there = next(p for p in (path, *path.parents) if p.exists())  # what is made of it when the cache is written
+    if not there.is_dir():
+        raise DataUnavailable(f"the cache {path} (LLAMA_HEADS_CACHE): {there} is a file, not a folder; set "
+                              "LLAMA_HEADS_CACHE to a folder (it is made if missing)")
+    return path
 
 
 def sha256_of(data: bytes) -> str:
@@ -108,24 +147,34 @@ def atomic_path(path: str | Path):
     - existing FIFO, character/block device or socket: yields `path` itself, written directly
       (no temp file, no rename: replacing /dev/null would be a disaster; a FIFO blocks until
       someone reads it, as any writer does).
-    - directory: IsADirectoryError naming it, before any temp file exists.
-    Missing parent folders of `path` are created. Errors are OSErrors carrying the file name."""
+    - directory: a WriteError (EISDIR) naming it, before any temp file exists.
+    Missing parent folders of `path` are created. Every OSError (no space, read-only, permission denied, a file
+    where a folder must be), the writer's own included, ends as a WriteError naming `path`, the temp file removed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    target, st, atomic = _write_target(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        target, st, atomic = _write_target(path)
+    except OSError as e:
+        raise write_error(e, path) from None
     if not atomic:
-        yield target
+        try:
+            yield target
+        except OSError as e:
+            raise write_error(e, path) from None
         return
     fd, tmp = -1, None
-    for _ in range(100):
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
-            break
-        except FileExistsError:
-            continue
-    else:
-        raise FileExistsError(errno.EEXIST, "no free temp file name", str(tmp))
+    try:
+        for _ in range(100):
+            tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
+                break
+            except FileExistsError:
+                continue
+        else:
+            raise FileExistsError(errno.EEXIST, "no free temp file name", str(tmp))
+    except OSError as e:
+        raise write_error(e, path) from None
     try:
         if st is not None:
             os.fchmod(fd, stat.S_IMODE(st.st_mode))
@@ -139,11 +188,13 @@ def atomic_path(path: str | Path):
         os.close(fd)
         fd = -1
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as e:
         if fd >= 0:
             os.close(fd)
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and not isinstance(e, WriteError):  # the writer's or ours: no space, read-only
+            raise write_error(e, path) from None
         raise
     with contextlib.suppress(OSError):  # the rename itself reaches the disk (not on every platform)
         folder = os.open(target.parent, os.O_RDONLY)
@@ -168,9 +219,15 @@ def write_atomic(path: str | Path, data: bytes | bytearray | memoryview | str) -
 
 def write_safetensors(path: str | Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
     """safetensors.torch.save_file, atomically as write_atomic (needs torch and safetensors)."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
     with atomic_path(path) as target:
-        save_file(tensors, str(target), metadata=metadata)
+        try:
+            save_file(tensors, str(target), metadata=metadata)
+        except SafetensorError as e:  # as an OSError: atomic_path makes it a WriteError
+            if (failed := os_error(e)) is None:
+                raise
+            raise failed from None
 
 
 def _download(name: str, url: str, sha: str, flag: str, timeout: float, member: str | None = None) -> bytes:

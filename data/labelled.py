@@ -17,6 +17,20 @@ class Labelled:
     path: Path
 
 
+def unique_keys(pairs: list[tuple]) -> dict:
+    """json.loads' object_pairs_hook: an object naming a key twice is ambiguous (json keeps the last silently)."""
+    seen = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise DuplicateName(key)
+        seen.add(key)
+    return dict(pairs)
+
+
+class DuplicateName(ValueError):
+    """A column (a JSON key) named twice in one header (object)."""
+
+
 def _rows(path: Path, fieldnames: list[str] | None) -> list[dict]:
     try:
         raw = path.read_bytes().decode("utf-8").removeprefix("\ufeff")  # spreadsheet exports start with a BOM
@@ -30,9 +44,12 @@ def _rows(path: Path, fieldnames: list[str] | None) -> list[dict]:
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                row = json.loads(line, object_pairs_hook=unique_keys)
             except json.JSONDecodeError as e:
                 raise DataError(f"{path}:{n}: invalid JSON ({e.msg}); each line must be one JSON object") from None
+            except DuplicateName as e:
+                raise DataError(f"{path}:{n}: names the key {str(e)!r} twice; which one is meant is ambiguous: "
+                                "rename or drop one") from None
             if not isinstance(row, dict):
                 raise DataError(f"{path}:{n}: expected a JSON object per line, got {type(row).__name__}")
             rows.append(row)
@@ -41,6 +58,10 @@ def _rows(path: Path, fieldnames: list[str] | None) -> list[dict]:
     quoting = csv.QUOTE_NONE if path.suffix == ".tsv" else csv.QUOTE_MINIMAL
     reader = csv.DictReader(io.StringIO(raw, newline=""),  # split rows on \n and \r only, as csv expects
                             fieldnames, delimiter="\t" if path.suffix == ".tsv" else ",", quoting=quoting)
+    names = reader.fieldnames or []
+    if twice := next((c for i, c in enumerate(names) if c in names[:i]), None):
+        raise DataError(f"{path}: the header names the column {twice!r} twice; which one is meant is ambiguous: "
+                        "rename or drop one")
     rows = list(reader)
     for n, row in enumerate(rows, 1 if fieldnames else 2):
         if None in row or None in row.values():

@@ -173,9 +173,24 @@ def choose_threshold(score_diff: dict[str, float], examples: list[Example], span
 
 
 def predictions(span_text: dict[str, str], score_diff: dict[str, float],
-                threshold: float) -> tuple[dict[str, str], dict[str, float]]:
+                threshold: float | None) -> tuple[dict[str, str], dict[str, float]]:
     """Predicted text ("" where score_diff > threshold) and no-answer probability
-    sigmoid(score_diff - threshold): 0.5 at the boundary, rising with the null-over-span margin."""
+    sigmoid(score_diff - threshold): 0.5 at the boundary, rising with the null-over-span margin.
+    threshold None: SQuAD v1, where every question has an answer: the best span always, no-answer probability 0."""
+    if threshold is None:
+        return dict(span_text), dict.fromkeys(span_text, 0.0)
     preds = {qid: "" if score_diff[qid] > threshold else text for qid, text in span_text.items()}
     na_prob = {qid: 0.5 * (1.0 + math.tanh(0.5 * (score_diff[qid] - threshold))) for qid in span_text}
     return preds, na_prob
+
+
+def answers_all(name: str, examples: list[Example]) -> bool:
+    """Whether `examples` hold no unanswerable question, as SQuAD v1 files: then said in one line (the run answers
+    every question, as v1's task is); a set with no answerable question is said too (only no-answer scores)."""
+    answerable = [bool(ex.gold_answers()) for ex in examples]  # a test question's file answers, located or not
+    if not any(answerable):
+        print(f"{name}: no answerable question: only the no-answer scores (NoAns) measure anything")
+    if all(answerable):
+        print(f"{name}: no unanswerable question: SQuAD v1, every question gets its best span (no null threshold)")
+        return True
+    return False

@@ -265,6 +265,10 @@ def load_json(path: str | Path):
     try:
         return json.loads(text, parse_int=_json_int)
     except json.JSONDecodeError as e:
+        if e.msg == "Extra data" and text[:e.pos].rstrip(" \t\r").endswith("\n"):  # a value a line: JSON lines
+            raise SquadFormatError(f"{path}: holds JSON lines (a value a line), not one SQuAD JSON document; "
+                                   f"{FORMAT_HINT} (JSON lines of {{question, context}} are what predict.py --file "
+                                   "reads)") from None
         raise SquadFormatError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}; "
                                "fix the syntax there (`python -m json.tool FILE` shows it too)") from None
     except SquadFormatError as e:

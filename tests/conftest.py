@@ -46,3 +46,12 @@ def tiny_llama_bf16_folder(tmp_path_factory, tiny_llama_folder) -> Path:
         if "token" in f.name or f.name.endswith(".jinja"):
             (folder / f.name).write_bytes(f.read_bytes())
     return folder
+
+
+@pytest.fixture
+def mounts():
+    """helpers.Mounts, unmounted when the test ends."""
+    from helpers import Mounts
+    made = Mounts()
+    yield made
+    made.undo()

@@ -74,3 +74,53 @@ class StubApi:
 
     def card(self) -> str:
         return self.calls["files"]["README.md"].decode()
+
+
+class Mounts:
+    """Full disks and read-only folders, for real: a small tmpfs, filled up; a read-only bind mount. Mounting needs
+    root (CI runs as root); elsewhere the test is skipped, saying why. undo() unmounts, latest first."""
+
+    def __init__(self):
+        self.done: list[Path] = []
+
+    def _mount(self, folder: Path, *options) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() != 0:
+            pytest.skip("a full disk or a read-only folder is made with mount, which needs root (CI runs as root)")
+        out = subprocess.run(["mount", *options, str(folder)], capture_output=True, text=True)
+        if out.returncode:
+            pytest.skip(f"mount is not permitted here ({out.stderr.strip()})")
+        self.done.append(folder)
+        return folder
+
+    def tmpfs(self, folder: Path, size: str = "64k") -> Path:
+        """A disk of `size` at `folder`."""
+        return self._mount(folder, "-t", "tmpfs", "-o", f"size={size}", "tmpfs")
+
+    def full(self, folder: Path, size: str = "64k") -> Path:
+        return fill(self.tmpfs(folder, size))
+
+    def read_only(self, folder: Path) -> Path:
+        """`folder` (as it is) mounted read-only onto itself."""
+        self._mount(folder, "--bind", str(folder))
+        out = subprocess.run(["mount", "-o", "remount,ro,bind", str(folder)], capture_output=True, text=True)
+        if out.returncode:
+            pytest.skip(f"a read-only remount is not permitted here ({out.stderr.strip()})")
+        return folder
+
+    def undo(self) -> None:
+        for folder in reversed(self.done):
+            subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+        self.done.clear()
+
+
+def fill(folder: Path) -> Path:
+    """The disk `folder` is on, filled up by a file named .filler in it."""
+    fd = os.open(folder / ".filler", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError:
+        return folder
+    finally:
+        os.close(fd)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from data import fetch
-from data.fetch import atomic_path, write_atomic, write_safetensors
+from data.fetch import WriteError, atomic_path, write_atomic, write_safetensors
 
 ROOT = Path(__file__).resolve().parents[1]
 CASE = ROOT / "tests" / "fixtures" / "metric-cases" / "dev-first300"
@@ -111,9 +111,9 @@ def test_directory_is_refused_without_temp_files(tmp_path, via_link):
     if via_link:
         target = tmp_path / "link"
         target.symlink_to(folder)
-    with pytest.raises(IsADirectoryError, match="is a directory, not a file") as info:
+    with pytest.raises(WriteError, match="is a directory, not a file") as info:
         write_atomic(target, "x")
-    assert info.value.filename == str(target)
+    assert info.value.filename == str(target) and info.value.errno == errno.EISDIR
     assert names(tmp_path) == (["folder", "link"] if via_link else ["folder"])
     assert names(folder) == ["inside"]
 

@@ -109,6 +109,17 @@ def test_missing_column(tmp_path):
     assert "['sentence']" in msg and "'text'" in msg
 
 
+@pytest.mark.parametrize("name, content, where", [
+    ("d.csv", "sentence,sentence,label\na,b,1\n", "the header names the column 'sentence' twice"),
+    ("d.tsv", "label\tsentence\tlabel\n1\ta\t0\n", "the header names the column 'label' twice"),
+    ("d.jsonl", '{"sentence": "a", "label": 1}\n{"sentence": "a", "sentence": "b", "label": 1}\n',
+     ":2: names the key 'sentence' twice"),
+])
+def test_a_column_named_twice_is_refused(tmp_path, name, content, where):
+    """csv and json keep the last of two same-named columns silently: which one a user meant is unknown."""
+    error(read_labelled, write(tmp_path, name, content), where, "ambiguous: rename or drop one")
+
+
 @pytest.mark.parametrize("row", ["fine\t1\textra", "no label column"])
 def test_row_with_wrong_field_count(tmp_path, row):
     path = write(tmp_path, "d.tsv", f"sentence\tlabel\nok\t0\n{row}\n")

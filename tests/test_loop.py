@@ -41,5 +41,5 @@ def test_a_non_finite_loss_stops_with_epoch_and_step_and_keeps_the_last_checkpoi
     with pytest.raises(TrainingDiverged, match=r"epoch 2, step 3: the training loss is nan"):
         fit(head, torch.nn.Module(), lambda epoch: [[0, 1], [2, 3], [4, 5], [6, 7]], loss, lambda: {},
             TrainArgs(epochs=3, lr=0.1), run, torch.device("cpu"), amp=False)
-    assert torch.load(tmp_path / "ckpt.pt", weights_only=False)["epoch"] == 1  # epoch 1's checkpoint stays
+    assert torch.load(tmp_path / "ckpt.pt", weights_only=True)["epoch"] == 1  # epoch 1's checkpoint stays
     assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 1

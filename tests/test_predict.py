@@ -289,6 +289,11 @@ def written(path: Path, data: bytes) -> Path:
     return path
 
 
+def linked(link: Path, target: Path) -> Path:
+    link.symlink_to(target)
+    return link
+
+
 LATIN1 = "caf\u00e9 cr\u00e8me\n".encode("latin-1")
 QA = ["--question", "Who?", "--context", "Ada did."]
 # name: (the command line, given a work folder and the runs; words of its one-line error); all refused before the
@@ -314,6 +319,18 @@ REFUSALS = {
                          ["old.txt is a file, not a folder"]),
     "out-exists": (lambda t, r: [r["cls-head"], "--text", "x", "--out", written(t / "old.jsonl", b"kept")],
                    ["old.jsonl: exists; pass --overwrite"]),
+    "source-is-a-file": (lambda t, r: [written(t / "s.txt", b"x\n"), "--text", "x"],
+                         ["s.txt: is a file, not a folder", "--file"]),
+    "file-is-a-folder": (lambda t, r: [r["cls-head"], "--file", t], ["--file", "is a folder"]),
+    "out-is-the-input": (lambda t, r: [r["cls-head"], "--file", written(t / "s.txt", b"x\n"), "--out", t / "s.txt",
+                                       "--overwrite"], ["--out", "is --file", "write the predictions elsewhere"]),
+    "out-links-to-the-input": (lambda t, r: [r["cls-head"], "--file", written(t / "s.txt", b"x\n"), "--out",
+                                             linked(t / "link.jsonl", t / "s.txt"), "--overwrite"], ["is --file"]),
+    "out-in-the-source": (lambda t, r: [r["cls-head"], "--text", "x", "--out", r["cls-head"] / "new.jsonl"],
+                          ["is the SOURCE"]),
+    "qa-key-twice": (lambda t, r: [r["qa-head"], "--file", written(t / "q.jsonl", b'{"question": "a", "question": "b", '
+                                                                  b'"context": "c"}\n')],
+                     ["q.jsonl: line 1 names the key 'question' twice"]),
     "overwrite-without-out": (lambda t, r: [r["cls-head"], "--text", "x", "--overwrite"], ["without --out"]),
     "threshold-nan": (lambda t, r: [r["qa-head"], *QA, "--threshold", "nan"], ["--threshold nan: must be a finite"]),
     "threshold-inf": (lambda t, r: [r["qa-head"], *QA, "--threshold=-inf"], ["--threshold -inf: must be a finite"]),
@@ -411,3 +428,32 @@ def test_predict_shows_exactly_the_label_names_the_run_recorded(tmp_path, tiny_l
     assert predict.main([str(tmp_path / "out"), "--text", "dull", "--jsonl", "--device", "cpu"]) == 0
     row = json.loads(capsys.readouterr().out)
     assert set(row["probabilities"]) == {"0", "1"} and row["label"] in ("0", "1")
+
+
+def test_closed_stdin_is_one_line(runs):
+    out = subprocess.run([sys.executable, str(ROOT / "predict.py"), str(runs["cls-head"]), "--dtype", "fp32"],
+                         capture_output=True, text=True, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                         preexec_fn=lambda: os.close(0))
+    assert_one_line_error(out, "stdin: cannot read it (closed)", "--text")
+
+
+def test_a_failed_out_keeps_the_predictions(tmp_path, runs, capsys, mounts):
+    """--out on a full disk: one line naming the file and the cause, no temp file left, and the predictions on
+    stdout instead."""
+    disk = mounts.full(tmp_path / "disk")
+    out = disk / "preds.jsonl"
+    argv = [str(runs["cls-head"]), "--text", "dull " * 2000, "--text", "fine", "--dtype", "fp32", "--out", str(out)]
+    with pytest.raises(SystemExit) as e:
+        flags.run(lambda: predict.main(argv))
+    said = capsys.readouterr()
+    last = said.err.strip().splitlines()[-1]  # after the loaders' notes (a text cut to max_length)
+    assert e.value.code == 2 and last.startswith("error: ") and "Traceback" not in said.err
+    assert f"cannot write {out} (No space left on device)" in last and "went to stdout instead" in last
+    assert [json.loads(line)["text"] for line in said.out.splitlines()][1] == "fine"
+    assert [p.name for p in disk.iterdir()] == [".filler"]
+
+
+def test_a_question_says_nothing_is_cached(runs, capsys):
+    predict.main([str(runs["qa-head"]), *QA, "--dtype", "fp32", "--jsonl"])
+    err = capsys.readouterr().err
+    assert "kept in memory only" in err and "cached on disk" not in err

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 import features
+import hub
 import model
 import modes
 import train_qa
@@ -130,6 +131,7 @@ def tiny(tmp_path, monkeypatch, tiny_llama_folder, tiny_cache):
                             "--max-train-examples", "60", "--max-eval-examples", "30", "--epochs", "2",
                             "--dtype", "fp32", "--runs-dir", str(runs), "--run-name", name, *flags])
         return rc, runs / name
+    run.model = tiny_llama_folder
     return run
 
 
@@ -325,7 +327,9 @@ NO_ANSWER = {"id": "a", "question": "Who?", "is_impossible": True, "answers": []
     ('{"rows": [1, 2]}', "train", ["has no 'data'", "official SQuAD JSON"]),
     (squad({**NO_ANSWER, "is_impossible": "yes"}), "train", ["is_impossible should be true or false"]),
     ('{"version": "v2.0", "data": []}', "eval", ["holds no questions"]),
-], ids=["malformed-json", "not-squad", "bad-is-impossible", "empty-eval-set"])
+    ('{"question": "Who?", "context": "Ada."}\n{"question": "When?", "context": "1843."}\n', "train",
+     ["holds JSON lines", "not one SQuAD JSON document", "official SQuAD JSON", "predict.py --file"]),
+], ids=["malformed-json", "not-squad", "bad-is-impossible", "empty-eval-set", "json-lines"])
 def test_bad_data_exits_2_naming_the_file(tmp_path, text, which, words):
     bad = tmp_path / "bad.json"
     bad.write_text(text)
@@ -419,3 +423,58 @@ def test_window_and_split_flags_that_cannot_work_exit_2(tmp_path, tiny_llama_fol
                               "--eval-file", str(TEST), "--max-length", "100", "--doc-stride", "34",
                               "--max-question-tokens", "64", "--runs-dir", str(tmp_path)),
                           "--max-length 100 leaves", "context tokens per window")
+
+
+def v1_file(src: Path, dst: Path) -> Path:
+    """`src` with its unanswerable questions left out: a SQuAD v1.1-style file."""
+    data = json.loads(src.read_text())
+    for article in data["data"]:
+        for paragraph in article["paragraphs"]:
+            paragraph["qas"] = [qa for qa in paragraph["qas"] if qa["answers"]]
+    dst.write_text(json.dumps(data))
+    return dst
+
+
+def test_v1_data_answers_every_question(tiny, tmp_path, capsys):
+    """Training data without unanswerable questions is SQuAD v1: no null threshold (null in metrics.json), every
+    validation and test question gets its best span, in the run, in --eval-run and in predict.py; a v2 run scored
+    on a v1 test set answers every question too. Each says so in one line."""
+    import predict
+    train, test = v1_file(TRAIN, tmp_path / "train-v1.json"), v1_file(TEST, tmp_path / "test-v1.json")
+    rc, run = train_qa.main(["--model", str(tiny.model), "--train-file", str(train), "--eval-file", str(test),
+                             "--max-eval-examples", "30", "--epochs", "1", "--dtype", "fp32", "--runs-dir",
+                             str(tmp_path / "runs"), "--run-name", "v1"]), tmp_path / "runs" / "v1"
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "validation: no unanswerable question: SQuAD v1" in out and "test: no unanswerable question" in out
+    assert "every question answered (SQuAD v1)" in out
+    info = metrics(run)
+    assert info["threshold"] is None and all(r["threshold"] is None for r in log(run))
+    preds = read(run, "preds.json")
+    assert len(preds) == 30 and all(preds.values()) and set(read(run, "na_prob.json").values()) == {0.0}
+    assert info["scores"]["after"]["squad_v2"]["f1"] > 0
+    card = hub.model_card(info)  # its snippet answers as the run does: always
+    assert "answer = context[a:b].strip() if span else" in card and "null - best" not in card
+    assert train_qa.main(["--eval-run", str(run)]) == 0
+    assert read(run / "eval" / "test_data", "preds.json") == preds
+    assert "no unanswerable question" in capsys.readouterr().out
+    answered = tmp_path / "answers.jsonl"
+    assert predict.main([str(run), "--file", str(test), "--out", str(answered)]) == 0
+    rows = [json.loads(line) for line in answered.read_text().splitlines()]
+    assert rows and all(r["answer"] and r["no_answer_probability"] == 0.0 for r in rows)
+    # a v2 run (a threshold of its own) on a v1 test set
+    rc, v2 = tiny("--epochs", "1", name="v2")
+    assert rc == 0 and isinstance(metrics(v2)["threshold"], float)
+    capsys.readouterr()
+    assert train_qa.main(["--eval-run", str(v2), "--eval-file", str(test)]) == 0
+    assert "test: no unanswerable question" in capsys.readouterr().out
+    assert all(read(v2 / "eval" / "test-v1", "preds.json").values())
+
+
+def test_a_set_without_answerable_questions_is_said(capsys):
+    from data.squad import answers_all
+    examples = load_squad(TEST, test=True)
+    assert not answers_all("test", [ex for ex in examples if not ex.gold_answers()])
+    assert "test: no answerable question: only the no-answer scores" in capsys.readouterr().out
+    assert answers_all("test", [ex for ex in examples if ex.gold_answers()])
+    assert not answers_all("test", examples) and capsys.readouterr().out.count("\n") == 1
