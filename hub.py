@@ -259,7 +259,7 @@ def load_snippet(task: str | None, repo: str, base: str, kind: str, names: list[
     else:
         lines += [f"id2label = {dict(enumerate(labels))!r}",
                   f"model = {auto}.from_pretrained(BASE, num_labels={len(labels)}, id2label=id2label,",
-                  f"    label2id={{name: i for i, name in id2label.items()}}, dtype=torch.float32)"]
+                  "    label2id={name: i for i, name in id2label.items()}, dtype=torch.float32)"]
     if kind == "head":
         lines += [f'model.{head}.load_state_dict(load_file(os.path.join(folder, "head.safetensors")))']
     if kind == "peft":

@@ -55,8 +55,8 @@ def main() -> None:
     args = p.parse_args()
     if args.rank_of:
         return rank_main(*args.rank_of)
-    print(f"| windows | features (MB) | rank | baseline RSS (MB) | peak RSS (MB) | peak above baseline / features |\n"
-          f"|---|---|---|---|---|---|")
+    print("| windows | features (MB) | rank | baseline RSS (MB) | peak RSS (MB) | peak above baseline / features |\n"
+          "|---|---|---|---|---|---|")
     rows = []
     for n in args.items:
         out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",

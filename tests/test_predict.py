@@ -416,7 +416,6 @@ def test_what_changes_an_input_is_said_on_stderr(tmp_path, runs, capsys):
 def test_predict_shows_exactly_the_label_names_the_run_recorded(tmp_path, tiny_llama_folder, capsys, kind):
     """Numeric labels stay "0"/"1", as the run, the export's id2label and pipeline say them: no task's names put in
     their place."""
-    import lora
     import model
     from modes import LoRA
     lm, tok = model.load_backbone(str(tiny_llama_folder), torch.device("cpu"), torch.float32)
