@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 
 import distributed
 from batching import length_batches, pad_batch
-from data.fetch import WriteError, cache_dir, write_safetensors
+from files import WriteError, cache_dir, write_safetensors
 
 Pick = Callable[[list[int], torch.Tensor, torch.Tensor], list[torch.Tensor]]  # (indices, hidden, mask) -> per item
 

@@ -11,11 +11,11 @@ import numpy as np
 import torch
 
 import distributed
-from data.fetch import DataUnavailable, WriteError, cache_dir
 from data.labelled import DataError
 from data.squad import WindowError
 from data.squad_json import SquadFormatError
 from features import model_fingerprint
+from files import DataUnavailable, WriteError, cache_dir
 import hub
 from hub import Push, PushError, check_repo_id
 from loop import TrainArgs, TrainingDiverged

@@ -18,7 +18,7 @@ from huggingface_hub.utils import validate_repo_id
 
 import smollm2
 from data import glue
-from data.fetch import write_atomic
+from files import write_atomic
 from rundir import strict_json
 from tables import fmt, markdown
 

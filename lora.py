@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from data.fetch import write_atomic, write_safetensors
+from files import write_atomic, write_safetensors
 
 
 class UnknownTargets(ValueError):

@@ -16,7 +16,7 @@ from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoToken
 
 import lora
 import smollm2
-from data.fetch import os_error, write_error
+from files import os_error, write_error
 
 DEFAULT_MODEL = "meta-llama/Llama-3.2-1B"
 EXPORT_DTYPE = torch.float32

@@ -36,10 +36,10 @@ import hub
 import model
 import train_cls
 import train_qa
-from data.fetch import WriteError, cache_dir, write_atomic
 from data.labelled import DataError, DuplicateName, _rows, unique_keys
 from data.squad import predictions
 from data.squad_json import Example, load_squad
+from files import WriteError, cache_dir, write_atomic
 from lora import PEFT_FILES, PEFT_LAYOUT, from_peft
 from modes import Mode
 from rundir import RunDir, RunError, rebuild

@@ -16,8 +16,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from data.fetch import write_atomic
 from data.squad_json import SquadFormatError, read_questions
+from files import write_atomic
 from metrics.classification import per_label
 from tables import fmt, markdown
 

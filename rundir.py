@@ -20,9 +20,9 @@ from safetensors.torch import load_file
 from torch import nn
 
 import distributed
-from data.fetch import atomic_path, write_atomic, write_error, write_safetensors
 from data.labelled import sorted_labels
 from features import model_fingerprint
+from files import atomic_path, write_atomic, write_error, write_safetensors
 from lora import PEFT_FILES, from_peft, write_peft
 from model import load_backbone, resolve_model
 from modes import load_trained, trained_parameters

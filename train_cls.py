@@ -28,11 +28,12 @@ import loop
 import model
 from batching import length_batches, shuffled
 from data import glue
-from data.fetch import DataUnavailable, fetch_file, write_atomic
+from data.fetch import fetch_file
 from data.glue import Task
 from data.labelled import DataError, Labelled, encode_labels, label_names, read_labelled
 from data.split import stratified_split
 from features import backbone_passes
+from files import DataUnavailable, write_atomic
 from metrics.classification import classification_metrics, matthews_corrcoef
 from modes import FeatureSpec, Mode, Source, count_params
 from rundir import fingerprint

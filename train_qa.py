@@ -26,12 +26,13 @@ import hub
 import loop
 import model
 from batching import length_batches, pad_rows, shuffled
-from data.fetch import DataUnavailable, fetch_file, write_atomic
+from data.fetch import fetch_file
 from data.labelled import DataError
 from data.split import stratified_split
 from data.squad import answers_all, choose_threshold, make_windows, postprocess, predictions
 from data.squad_json import load_squad, split_articles, to_squad_json, trainable
 from features import data_fingerprint
+from files import DataUnavailable, write_atomic
 from metrics.squad import score
 from modes import FeatureSpec, Mode, Source, count_params
 from rundir import RunDir, RunError, fingerprint

@@ -20,7 +20,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from data.fetch import fetch_file, write_atomic  # noqa: E402
+from data.fetch import fetch_file  # noqa: E402
+from files import write_atomic  # noqa: E402
 
 # a period after these ends no sentence (lowercased, without the period)
 ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "st", "jr", "sr", "prof", "gen", "col", "lt", "sgt", "rev", "gov", "sen",

@@ -21,8 +21,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from data.fetch import DataUnavailable, fetch_file, write_atomic
+from data.fetch import fetch_file
 from data.squad_json import Question, SquadFormatError, read_questions
+from files import DataUnavailable, write_atomic
 from metrics import CliParser, MetricsInputError
 from metrics.bleu import bleu
 from metrics.meteor import meteor

@@ -12,7 +12,7 @@ import torch
 
 import features
 import model
-from data.fetch import write_safetensors
+from files import write_safetensors
 
 ROOT = Path(__file__).resolve().parents[1]
 SENTENCES = ["a gorgeous , witty , seductive movie .", "the plot is nothing but boilerplate", "dull",

@@ -16,7 +16,7 @@ import model
 import report
 import train_cls
 from data import fetch, glue
-from data.fetch import DataUnavailable
+from files import DataUnavailable
 from helpers import assert_one_line_error, run_script
 
 ROOT = Path(__file__).resolve().parents[1]

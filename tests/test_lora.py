@@ -17,7 +17,7 @@ import modes
 import train_cls
 import train_qa
 from batching import pad_batch
-from data.fetch import write_safetensors
+from files import write_safetensors
 from flags import mode as mode_of, train_args
 from helpers import crash_in_epoch, data_dir_cut
 from rundir import RunDir, RunError

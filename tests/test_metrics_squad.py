@@ -213,9 +213,10 @@ def test_auxiliary_metric_that_cannot_be_computed_is_null(case):
 
 def test_no_data_offline_is_one_line(monkeypatch, capsys, case):
     import data.fetch
+    from files import DataUnavailable
 
     def offline(name):
-        raise data.fetch.DataUnavailable(f"cannot download {name}; pass a local copy with --data")
+        raise DataUnavailable(f"cannot download {name}; pass a local copy with --data")
     monkeypatch.setattr(data.fetch, "fetch_file", offline)
     monkeypatch.setattr(squad, "fetch_file", offline)
     assert squad.main([str(case("preds.json", {}))]) == 2

@@ -19,9 +19,9 @@ import modes
 import train_qa
 from flags import passes
 from helpers import assert_one_line_error, run_script
-from data.fetch import DataUnavailable
 from data.squad import make_windows, predictions
 from data.squad_json import load_squad
+from files import DataUnavailable
 from metrics.squad import gold_answers, load_dataset
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""data.fetch.write_atomic, the project's one way to write a file: atomic on regular files, through
+"""files.write_atomic, the project's one way to write a file: atomic on regular files, through
 symlinks, in place on FIFOs and devices, refused on folders, never a temp file left behind; and
 `python -m metrics.squad --out` keeps the scores on stdout when the file cannot be written."""
 import errno
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from data import fetch
-from data.fetch import WriteError, atomic_path, write_atomic, write_safetensors
+import files
+from files import WriteError, atomic_path, write_atomic, write_safetensors
 
 ROOT = Path(__file__).resolve().parents[1]
 CASE = ROOT / "tests" / "fixtures" / "metric-cases" / "dev-first300"
@@ -156,7 +156,7 @@ def test_any_failure_removes_the_temp_file_and_keeps_the_old_file(tmp_path, monk
 
     def disk_full(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-    monkeypatch.setattr(fetch.os, "fsync", disk_full)
+    monkeypatch.setattr(files.os, "fsync", disk_full)
     with pytest.raises(OSError, match="No space left"):
         write_atomic(path, "new")
     monkeypatch.undo()
