@@ -14,6 +14,7 @@ import torch
 import flags
 import hub
 import predict
+import sources
 import train_cls
 import train_qa
 from data.labelled import read_labelled
@@ -369,7 +370,7 @@ def refused(capsys, *argv) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("case", REFUSALS)
 def test_bad_input_is_one_line_before_the_model_loads(tmp_path, runs, capsys, monkeypatch, case):
     argv, words = REFUSALS[case]
-    for loads in (predict.RunDir, "restore"), (predict.model, "load_tokenizer"):
+    for loads in (sources.RunDir, "restore"), (sources.model, "load_tokenizer"):
         monkeypatch.setattr(*loads, lambda *a, **k: pytest.fail("the model loads before the input is refused"))
     assert_one_line_error(refused(capsys, *argv(tmp_path, runs)), *words)
 
