@@ -40,7 +40,7 @@ JSON_TYPES = {str: "string", int: "integer", float: "number"}
 
 
 class SourceError(model.ModelError):
-    """SOURCE is no run, export or pushed repo this script can read (a user error: one line, exit code 2)."""
+    """SOURCE is no run, export or pushed repo predict.py can read (a user error: one line, exit code 2)."""
 
 
 class LM(nn.Module):

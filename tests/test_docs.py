@@ -69,7 +69,8 @@ def script_calls(line: str) -> tuple[str, list[str]] | None:
         path = ROOT / name.replace(".", "/")
         if not (path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()):
             return None  # pip, pytest and the like: not this project's
-        return name, [f for w in rest if w.lstrip("[").startswith("-") for f in FLAG.findall(w)[:1]]  # [--opt]: optional
+        # a flag is a word that starts with one, maybe in brackets ([--out FILE]: optional), up to any "=value"
+        return name, [f for w in rest if w.lstrip("[").startswith("-") for f in FLAG.findall(w)[:1]]
     return None
 
 
