@@ -24,7 +24,7 @@ TRAINED_FILE = "adapters.safetensors"  # what an --unfreeze-last run trained in 
 RESUMABLE_CHANGES = {"epochs", "resume", "overwrite", "run_name", "runs_dir", "export", "merge", "peft",
                      "push_to_hub", "private", "push_full", "device", "compile", "max_tokens", "zero_shot",
                      "count_params_only", "cache_features", "cache_budget_gb", "eval_run", "data_dir", "train_file",
-                     "eval_file"}
+                     "eval_file", "log_every", "report_to"}
 
 
 # what a changed config key that is not a flag means
@@ -55,6 +55,10 @@ def strict_json(obj) -> str:
             return [clean(v) for v in x]
         return x
     return json.dumps(clean(obj), indent=1, allow_nan=False) + "\n"
+
+
+def log_line(row: dict) -> str:
+    return strict_json(row).replace("\n", "") + "\n"
 
 
 def fingerprint(*parts) -> str:
@@ -159,7 +163,13 @@ class RunDir:
 
     def write_log(self, rows: list[dict]) -> None:
         self._claim()
-        write_atomic(self.file("log.jsonl"), "".join(strict_json(r).replace("\n", "") + "\n" for r in rows))
+        write_atomic(self.file("log.jsonl"), "".join(map(log_line, rows)))
+
+    def append_log(self, row: dict) -> None:
+        """A per-step row, appended as it comes (write_log rewrites the file whole with each epoch)."""
+        self._claim()
+        with self.file("log.jsonl").open("a") as f:
+            f.write(log_line(row))
 
     def save_checkpoint(self, state: dict) -> None:
         self._claim()
