@@ -99,7 +99,7 @@ def test_artifacts_feature_cache_and_determinism(tiny, tmp_path, monkeypatch, ti
 
 def test_resume_with_more_epochs(tiny, capsys):
     _, run = tiny("--epochs", "1", name="grow")
-    first = log(run)
+    first = epochs(run)
     rc, run = tiny("--epochs", "3", "--resume", name="grow")
     assert rc == 0 and "resumed from" in capsys.readouterr().out
     rows = epochs(run)
