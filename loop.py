@@ -253,7 +253,8 @@ def fit(head: nn.Module, backbone: nn.Module, epoch_batches: Callable[[int], lis
             scores = [score(r, cfg.metric) if ok else [-math.inf, -math.inf] for r, ok in zip(rows, alive)]
             sel.update(epoch + 1, scores, heads.names, {n: p for n, p in params.items()})
             lead = max(range(len(rows)), key=lambda k: scores[k])  # a grid's row: its best head's this epoch
-            row = {"epoch": epoch + 1, "train_loss": float(seen[0][lead] / seen[1][lead].clamp(min=1)), **rows[lead]}
+            train_loss = float(seen[0][lead] / seen[1][lead].clamp(min=1))
+            row = {"epoch": epoch + 1, "train_loss": train_loss, **rows[lead]}
             print_row(row, header=epoch == first)
             if stop := cfg.patience and sel.stale(epoch + 1) >= cfg.patience and epoch + 1 < cfg.epochs:
                 sel.state["stopped"] = "patience"

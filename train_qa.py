@@ -40,6 +40,7 @@ from tables import results_table
 
 ZERO_SHOT_PROMPT = ("Answer the question with a short span copied from the context. If the context does not "
                     "contain the answer, reply \"unanswerable\".\n\nContext: {context}\nQuestion: {question}\nAnswer:")
+LR = 2e-3  # the head's, where --lr auto does not apply
 TABLE_KEYS = ["exact", "f1", "HasAns_f1", "NoAns_f1", "best_f1", "bleu", "rougeL", "meteor"]
 WINDOW_FLAGS = ("max_length", "doc_stride", "max_question_tokens", "layout", "n_best", "max_answer_length")
 # what --eval-run reads from the command line (the rest comes from the run): the test set and how to run on it
@@ -49,7 +50,7 @@ EVAL_RUN_FLAGS = ("eval_run", "runs_dir", "eval_file", "max_eval_examples", "see
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = flags.Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    flags.common_args(p, lr=2e-3, batch_size=32)
+    flags.common_args(p, lr=LR, batch_size=32)
     p.add_argument("--train-file", help="SQuAD-format training JSON (default: SQuAD 2.0 train)")
     p.add_argument("--eval-file", help="SQuAD-format test JSON (default: SQuAD 2.0 dev)")
     p.add_argument("--article-split", type=float, metavar="FRACTION",
@@ -307,11 +308,18 @@ def main(argv=None) -> int:
 
     # 5. fit, 6. after, with the threshold chosen on validation
     t0 = time.perf_counter()
-    reader.head = flags.trained_head(args, reader.head)
-    fitted = loop.fit(reader.head, lm.model, reader.epoch_batches, reader.loss, reader.validate,
-                      flags.train_args(args, "f1"), run, device, mode.amp(device))
+    cfg = flags.train_args(args, "f1")
+    if args.lr == flags.AUTO and not sources["validation"].stored:
+        print(f"--lr auto: validation features are not cached (--cache-features), and each of the grid's heads would "
+              f"run the backbone over them again: one head at --lr {LR:g}")
+        cfg.lr = LR
+    reader.head = flags.trained_head(args, reader.head) if cfg.lr is None else reader.head
+    fitted = loop.fit(reader.head, lm.model, reader.epoch_batches, reader.loss, reader.validate, cfg, run, device,
+                      mode.amp(device))
     reader.head = fitted.head
-    threshold = reader.threshold()  # chosen on validation for the weights fit kept
+    # the kept epoch's row validated the weights fit kept; a resumed older run's rows have no threshold
+    row = fitted.rows[fitted.selection["epoch"] - 1]
+    threshold = row["threshold"] if "threshold" in row else reader.threshold()
     results["after"], preds, na_prob = reader.test(threshold)
     params = model.param_report(lm.model, reader.head)
 
