@@ -10,7 +10,7 @@ import features
 import lrgrid
 import hub
 import model
-from helpers import StubApi, assert_one_line_error, crash_in_epoch, cut, data_dir_cut, run_script
+from helpers import StubApi, assert_one_line_error, crash_in_epoch, cut, data_dir_cut, log_rows, run_script
 import train_cls
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,13 +46,11 @@ def metrics(run):
 
 
 def log(run):
-    """log.jsonl's rows, per-step and per-epoch, without the per-step throughput (timing changes it)."""
-    return [{k: v for k, v in json.loads(line).items() if k != "examples_per_s"}
-            for line in (run / "log.jsonl").read_text().splitlines()]
+    return log_rows(run)
 
 
 def epochs(run):
-    return [r for r in log(run) if "step" not in r]
+    return log_rows(run, steps=False)
 
 
 def head(run):

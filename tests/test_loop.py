@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import crash_in_epoch
+from helpers import crash_in_epoch, log_rows
 from loop import EMA, TrainArgs, TrainingDiverged, fit, lr_lambda
 from lrgrid import HeadGrid, per_head_loss
 from rundir import RunDir
@@ -125,12 +125,6 @@ def test_a_crash_then_resume_chooses_as_an_uninterrupted_run(tmp_path):
     fitted, seen = run_fit(tmp_path / "crashed", resumed, x, y, scores=scores[2:], log_every=4, resume=True)
     assert fitted.selection == straight.selection and resumed.weight.equal(head.weight)
     assert log_rows(tmp_path / "crashed") == log_rows(tmp_path / "straight")
-
-
-def log_rows(folder):
-    """log.jsonl's rows without the throughput, which timing changes."""
-    return [{k: v for k, v in json.loads(line).items() if k != "examples_per_s"}
-            for line in (folder / "log.jsonl").read_text().splitlines()]
 
 
 def test_step_rows_sit_beside_the_epoch_rows(tmp_path):

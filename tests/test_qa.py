@@ -17,7 +17,7 @@ import model
 import modes
 import train_qa
 from flags import passes
-from helpers import assert_one_line_error, run_script
+from helpers import assert_one_line_error, log_rows, run_script
 from data.fetch import DataUnavailable
 from data.squad import make_windows, predictions
 from data.squad_json import load_squad
@@ -36,10 +36,7 @@ def metrics(run: Path) -> dict:
 
 
 def log(run: Path, steps: bool = False) -> list[dict]:
-    """log.jsonl's epoch rows, or with steps also the per-step rows, less their throughput (timing changes it)."""
-    rows = [{k: v for k, v in json.loads(line).items() if k != "examples_per_s"}
-            for line in (run / "log.jsonl").read_text().splitlines()]
-    return rows if steps else [r for r in rows if "step" not in r]
+    return log_rows(run, steps)
 
 
 def read(run: Path, name: str):
