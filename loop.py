@@ -230,7 +230,8 @@ def fit(head: nn.Module, backbone: nn.Module, epoch_batches: Callable[[int], lis
         for obj, key in ((opt, "opt"), (sched, "sched"), (scaler, "scaler")):
             obj.load_state_dict(state[key])
         set_rng_state(state, device)
-        ema.state, log, first = _to(state["ema"], device), state["log"] if "log" in state else state["rows"], state["epoch"]
+        ema.state, first = _to(state["ema"], device), state["epoch"]
+        log = state["log"] if "log" in state else state["rows"]  # runs from before per-step rows kept epoch rows
         chosen = state.get("selection")  # runs from before best-epoch selection have none
         if chosen is not None:
             chosen["weights"] = _to(chosen["weights"], device)
