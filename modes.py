@@ -98,6 +98,9 @@ class FeatureSpec:
 class Mode:
     name = "head"
     trains_backbone = False
+    # --lr auto, the default: a grid of heads, one per learning rate, on the same batches of the same features (no
+    # backbone trains, so each head's run is its own and K heads cost about one; lrgrid.py)
+    lr_grid = True
     caches_every_position = False  # the cache holds what the head reads, not the states of every token
 
     def describe(self) -> str:
@@ -135,6 +138,9 @@ class Mode:
 class TopBlocks(Mode):
     name = "top"
     trains_backbone = True
+    # no grid: the blocks below K heads would learn from all of them, so no head would be the run its rate makes
+    # alone; and each head's validation would run the top blocks again
+    lr_grid = False
     caches_every_position = True  # the top blocks attend to every earlier token
 
     def __init__(self, k: int, grad_checkpoint: bool = False):
@@ -178,6 +184,7 @@ class TopBlocks(Mode):
 class LoRA(Mode):
     name = "lora"
     trains_backbone = True
+    lr_grid = False  # as TopBlocks
 
     def __init__(self, rank: int, alpha: float, dropout: float, targets: list[str], grad_checkpoint: bool = False):
         self.rank, self.alpha, self.dropout, self.targets = rank, alpha, dropout, targets

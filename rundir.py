@@ -33,7 +33,7 @@ TRAINED_FILE = "adapters.safetensors"  # what an --unfreeze-last run trained in 
 RESUMABLE_CHANGES = {"epochs", "resume", "overwrite", "run_name", "runs_dir", "export", "merge", "peft",
                      "push_to_hub", "private", "push_full", "device", "compile", "max_tokens", "zero_shot",
                      "count_params_only", "cache_features", "cache_budget_gb", "eval_run", "data_dir", "train_file",
-                     "eval_file"}
+                     "eval_file", "log_every", "report_to"}
 
 
 # what a changed config key that is not a flag means
@@ -65,6 +65,10 @@ def strict_json(obj) -> str:
             return [clean(v) for v in x]
         return x
     return json.dumps(clean(obj), indent=1, allow_nan=False) + "\n"
+
+
+def log_line(row: dict) -> str:
+    return strict_json(row).replace("\n", "") + "\n"
 
 
 def fingerprint(*parts) -> str:
@@ -252,7 +256,7 @@ class RunDir:
         def save(tmp: Path) -> None:
             with open(tmp, "wb") as f:  # a file object: a full disk is an OSError, not a RuntimeError of torch's
                 torch.save(state, f)
-        log = "".join(strict_json(r).replace("\n", "") + "\n" for r in rows)
+        log = "".join(map(log_line, rows))
         self._commit({"log.jsonl": lambda tmp: tmp.write_text(log, encoding="utf-8"), "ckpt.pt": save},
                      stale=("metrics.json",))
 

@@ -31,9 +31,10 @@ from data import glue
 from data.fetch import fetch_file
 from data.glue import Task
 from data.labelled import DataError, Labelled, encode_labels, label_names, read_labelled
-from data.split import stratified_split
+from data.split import stratified_sample, stratified_split
 from features import backbone_passes
 from files import DataUnavailable, write_atomic
+from lrgrid import per_head_loss
 from metrics.classification import classification_metrics, matthews_corrcoef
 from modes import FeatureSpec, Mode, Source, count_params
 from rundir import fingerprint
@@ -106,7 +107,8 @@ class Split:
 
 
 def load_data(args, task: Task | None) -> tuple[Labelled, dict[str, Labelled]]:
-    """(train, {test split: test set}) from flags, or the GLUE task's files fetched into the cache."""
+    """(train, {test split: test set}) from flags, or the GLUE task's files fetched into the cache; with
+    --max-train-examples / --max-eval-examples, stratified seeded samples of them (sample)."""
     tests = task.tests if task else (("test", None, "dev.tsv"),)
     if args.data_dir:
         train_path = Path(args.data_dir) / "train.tsv"
@@ -124,8 +126,18 @@ def load_data(args, task: Task | None) -> tuple[Labelled, dict[str, Labelled]]:
         except DataUnavailable as e:
             raise DataUnavailable(str(e) + hint) from None
     columns, fieldnames = text_columns(args.text_column), task.fieldnames if task else None
-    return (read_labelled(train_path, columns, args.label_column, fieldnames),
-            {split: read_labelled(path, columns, args.label_column, fieldnames) for split, path in test_paths.items()})
+    return (sample(read_labelled(train_path, columns, args.label_column, fieldnames), args.max_train_examples,
+                   args.seed),
+            {split: sample(read_labelled(path, columns, args.label_column, fieldnames), args.max_eval_examples,
+                           args.seed) for split, path in test_paths.items()})
+
+
+def sample(data: Labelled, n: int | None, seed: int) -> Labelled:
+    """At most n rows, each label keeping its share (data.split.stratified_sample), in file order."""
+    keep = stratified_sample(data.labels, n, seed)
+    if len(keep) == len(data.labels):
+        return data
+    return Labelled([data.texts[i] for i in keep], [data.labels[i] for i in keep], data.path)
 
 
 def test_set_names(args, task: Task | None) -> dict[str, str]:
@@ -269,7 +281,7 @@ class Classifier:
         return shuffled([[train_idx[i] for i in b] for b in batches], self.seed + epoch)
 
     def loss(self, rows) -> torch.Tensor:
-        return F.cross_entropy(self.head(self.sources["train"](rows)).float(), self.y_all[rows])
+        return per_head_loss(F.cross_entropy, self.head(self.sources["train"](rows)).float(), self.y_all[rows])
 
     def logits(self, split: str, idx: list[int]) -> torch.Tensor:
         with torch.no_grad():
@@ -392,8 +404,10 @@ def main(argv=None) -> int:
 
     # 5. fit, 6. after
     t0 = time.perf_counter()
-    rows = loop.fit(clf.head, lm.model, clf.epoch_batches, clf.loss, clf.validate, flags.train_args(args), run,
-                    device, mode.amp(device))
+    clf.head = flags.trained_head(args, clf.head)
+    fitted = loop.fit(clf.head, lm.model, clf.epoch_batches, clf.loss, clf.validate,
+                      flags.train_args(args, metrics[0]), run, device, mode.amp(device))
+    clf.head = fitted.head
     logits = {}
     for name in split.tests:
         results[name]["after"], logits[name] = clf.test(name)
@@ -407,7 +421,8 @@ def main(argv=None) -> int:
     timing = {"features_s": feature_s, "train_s": time.perf_counter() - t0,
               "tokens": sum(len(s) for v in seqs.values() for s in v)}
     info = summary(args, mode, split, results, metrics, test_set_names(args, task),
-                   confusion(logits["test"].argmax(-1), clf.y_tests["test"], len(split.names)), params, rows, timing)
+                   confusion(logits["test"].argmax(-1), clf.y_tests["test"], len(split.names)), params, fitted,
+                   timing, flags.environment(device))
     if not distributed.is_main():
         return 0
     base, export = model.resolve_model(args.model), None
@@ -425,7 +440,7 @@ def main(argv=None) -> int:
 
 
 def summary(args, mode: Mode, split: Split, results: dict, metrics: tuple[str, ...], test_sets: dict[str, str],
-            matrix: list, params: dict, rows: list, timing: dict) -> dict:
+            matrix: list, params: dict, fitted: loop.Fitted, timing: dict, environment: dict) -> dict:
     """metrics.json: what ran, on what, and every number it produced; "metrics" holds the test set's, and
     "more_tests" any other test set's (MNLI's mismatched dev set); "test_sets" says which data each is."""
     others = {name: r for name, r in results.items() if name != "test"}
@@ -434,10 +449,13 @@ def summary(args, mode: Mode, split: Split, results: dict, metrics: tuple[str, .
             "text_columns": list(text_columns(args.text_column)),
             "labels": split.names, "label_names": split.display, "task_metrics": list(metrics),
             "metrics": results["test"], **({"more_tests": others} if others else {}), "test_sets": test_sets,
-            "confusion": matrix, "label_counts": split.label_counts(), "params": params, "epochs": rows,
+            "confusion": matrix, "label_counts": split.label_counts(), "params": params, "epochs": fitted.rows,
+            **loop.fit_record(fitted),
             "split": {"train": len(split.train_idx), "validation": len(split.val_idx),
                       "test": len(split.y_tests["test"]), **{name: len(split.y_tests[name]) for name in others},
-                      "seed": args.seed, "stratify_by": "label"}, "timing": timing}
+                      "seed": args.seed, "stratify_by": "label",
+                      "max_train_examples": args.max_train_examples, "max_eval_examples": args.max_eval_examples},
+            "timing": timing, "environment": environment}
 
 
 if __name__ == "__main__":

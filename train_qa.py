@@ -28,11 +28,12 @@ import model
 from batching import length_batches, pad_rows, shuffled
 from data.fetch import fetch_file
 from data.labelled import DataError
-from data.split import stratified_split
+from data.split import stratified_sample, stratified_split
 from data.squad import answers_all, choose_threshold, make_windows, postprocess, predictions
 from data.squad_json import load_squad, split_articles, to_squad_json, trainable
 from features import data_fingerprint
 from files import DataUnavailable, write_atomic
+from lrgrid import per_head_loss
 from metrics.squad import score
 from modes import FeatureSpec, Mode, Source, count_params
 from rundir import RunDir, RunError, fingerprint
@@ -40,6 +41,7 @@ from tables import results_table
 
 ZERO_SHOT_PROMPT = ("Answer the question with a short span copied from the context. If the context does not "
                     "contain the answer, reply \"unanswerable\".\n\nContext: {context}\nQuestion: {question}\nAnswer:")
+LR = 2e-3  # the head's, where --lr auto does not apply
 TABLE_KEYS = ["exact", "f1", "HasAns_f1", "NoAns_f1", "best_f1", "bleu", "rougeL", "meteor"]
 WINDOW_FLAGS = ("max_length", "doc_stride", "max_question_tokens", "layout", "n_best", "max_answer_length")
 # what --eval-run reads from the command line (the rest comes from the run): the test set and how to run on it
@@ -49,13 +51,11 @@ EVAL_RUN_FLAGS = ("eval_run", "runs_dir", "eval_file", "max_eval_examples", "see
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = flags.Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    flags.common_args(p, lr=2e-3, batch_size=32)
+    flags.common_args(p, lr=LR, batch_size=32)
     p.add_argument("--train-file", help="SQuAD-format training JSON (default: SQuAD 2.0 train)")
     p.add_argument("--eval-file", help="SQuAD-format test JSON (default: SQuAD 2.0 dev)")
     p.add_argument("--article-split", type=float, metavar="FRACTION",
                    help="no train file: train and test on whole articles of --eval-file, this share for test")
-    p.add_argument("--max-train-examples", type=int, help="reproducible subsample (seeded)")
-    p.add_argument("--max-eval-examples", type=int)
     p.add_argument("--max-length", type=int, default=384)
     p.add_argument("--doc-stride", type=int, default=128)
     p.add_argument("--max-question-tokens", type=int, default=64)
@@ -81,10 +81,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def subsample(examples, n, seed):
-    if n is None or n >= len(examples):
-        return examples
-    keep = np.random.default_rng(seed).choice(len(examples), n, replace=False)
-    return [examples[i] for i in sorted(keep)]
+    """At most n questions, answerable and not in their shares (data.split.stratified_sample), in file order."""
+    return [examples[i] for i in stratified_sample([ex.has_answer for ex in examples], n, seed)]
 
 
 def load_sets(args):
@@ -143,7 +141,7 @@ def fits_cache(mode: Mode, windows, hidden_size: int, itemsize: int, policy: str
 
 def span_logits(head, feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, T) start and end logits over the padded rows; padding gets -inf."""
-    x, mask = pad_rows(feats, head.weight.device)
+    x, mask = pad_rows(feats, next(head.parameters()).device)
     logits = head(x.float()).masked_fill(~mask.bool()[..., None], float("-inf"))
     return logits[..., 0], logits[..., 1]
 
@@ -157,7 +155,7 @@ def targets(windows, idx, device) -> tuple[torch.Tensor, torch.Tensor]:
 def span_loss(head, source: Source, windows, idx: list[int]) -> torch.Tensor:
     start, end = span_logits(head, source(idx))
     s, e = targets(windows, idx, start.device)
-    return (F.cross_entropy(start, s) + F.cross_entropy(end, e)) / 2
+    return (per_head_loss(F.cross_entropy, start, s) + per_head_loss(F.cross_entropy, end, e)) / 2
 
 
 def batches(windows, batch_size: int) -> list[list[int]]:
@@ -314,10 +312,18 @@ def main(argv=None) -> int:
 
     # 5. fit, 6. after, with the threshold chosen on validation
     t0 = time.perf_counter()
-    rows = loop.fit(reader.head, lm.model, reader.epoch_batches, reader.loss, reader.validate, flags.train_args(args),
-                    run, device, mode.amp(device))
-    # the last row validated the weights fit leaves in place; a resumed older run's rows have no threshold
-    threshold = rows[-1]["threshold"] if "threshold" in rows[-1] else reader.threshold()
+    cfg = flags.train_args(args, "f1")
+    if args.lr == flags.AUTO and not sources["validation"].stored:
+        print(f"--lr auto: validation features are not cached (--cache-features), and each of the grid's heads would "
+              f"run the backbone over them again: one head at --lr {LR:g}")
+        cfg.lr = LR
+    reader.head = flags.trained_head(args, reader.head) if cfg.lr is None else reader.head
+    fitted = loop.fit(reader.head, lm.model, reader.epoch_batches, reader.loss, reader.validate, cfg, run, device,
+                      mode.amp(device))
+    reader.head = fitted.head
+    # the kept epoch's row validated the weights fit kept; a resumed older run's rows have no threshold
+    row = fitted.rows[fitted.selection["epoch"] - 1]
+    threshold = row["threshold"] if "threshold" in row else reader.threshold()
     tested = None if test_v1 else threshold  # a v1 test set: every question answered
     results["after"], preds, na_prob = reader.test(tested)
     params = model.param_report(lm.model, reader.head)
@@ -330,7 +336,7 @@ def main(argv=None) -> int:
     print("parameters: " + ", ".join(f"{k} {v:,}" for k, v in params.items()))
     timing = {"features_s": feature_s, "train_s": time.perf_counter() - t0,
               "tokens": sum(len(w.input_ids) for ws in windows.values() for w in ws)}
-    info = summary(args, mode, sets, threshold, results, params, rows, timing)
+    info = summary(args, mode, sets, threshold, results, params, fitted, timing, flags.environment(device))
     base, export = model.resolve_model(args.model), None
     run.save_trained(reader.head, lm.model, mode, "qa", base)
     if args.export:  # with what predict.py needs to answer as this run did: its windows and threshold
@@ -342,14 +348,16 @@ def main(argv=None) -> int:
     return hub.publish(run, info, flags.push(args), export)
 
 
-def summary(args, mode: Mode, sets: dict, threshold: float, results: dict, params: dict, rows: list, timing: dict
-            ) -> dict:
+def summary(args, mode: Mode, sets: dict, threshold: float, results: dict, params: dict, fitted: loop.Fitted,
+            timing: dict, environment: dict) -> dict:
     """metrics.json: what ran, on what, and every number it produced."""
     return {"task": "squad_v2", "mode": mode.name, "base_model": args.model, "trained": mode.describe(),
             "resolved_model": model.resolve_model(args.model), "command": shlex.join(["python"] + sys.argv),
             "threshold": threshold, "metrics": {k: flat(v) for k, v in results.items()}, "scores": results,
-            "params": params, "epochs": rows, "split": {**{k: len(v) for k, v in sets.items()}, "seed": args.seed,
-                                                        "stratify_by": "has_answer"}, "timing": timing}
+            "params": params, "epochs": fitted.rows, **loop.fit_record(fitted),
+            "split": {**{k: len(v) for k, v in sets.items()}, "seed": args.seed, "stratify_by": "has_answer",
+                      "max_train_examples": args.max_train_examples, "max_eval_examples": args.max_eval_examples},
+            "timing": timing, "environment": environment}
 
 
 def write_predictions(folder: Path, test, preds: dict, na_prob: dict) -> None:

@@ -179,7 +179,7 @@ def worker_ours_qa(spec: dict) -> dict:
     from rundir import RunDir
     args = train_qa.parse_args(["--model", spec["model"], "--epochs", str(spec["epochs"]), "--seed", str(spec["seed"]),
                                 "--runs-dir", spec["runs"], "--max-length", str(QA_MAX_LENGTH),
-                                "--doc-stride", str(QA_STRIDE)])
+                                "--doc-stride", str(QA_STRIDE), "--lr", str(train_qa.LR)])
     device = torch.device("cpu")
     t0 = time.perf_counter()
     lm, tok = model.load_backbone(args.model, device, model.pick_dtype(device, args.dtype))
@@ -200,7 +200,7 @@ def worker_ours_qa(spec: dict) -> dict:
     run_dir = Path(spec["runs"]) / "ours-qa"
     run_dir.mkdir(parents=True, exist_ok=True)
     rows = loop.fit(head, lm.model, epoch_batches, lambda idx: train_qa.span_loss(head, source, windows, idx),
-                    lambda: {}, flags.train_args(args), RunDir(run_dir), device, amp=False)
+                    lambda: {}, flags.train_args(args, "f1"), RunDir(run_dir), device, amp=False).rows
     end = time.perf_counter()
     return {"wall_s": end - t0, "feature_s": feature_s, "head_s": end - t1 - feature_s, "windows": len(windows),
             "questions": len(examples), "tokens": sum(len(w.input_ids) for w in windows), "cached": source.stored,
@@ -418,7 +418,7 @@ def main(argv=None) -> int:
             "n_qa": args.n_qa, "epochs": args.epochs, "seed": args.seed, "threads": threads, "peer_lr": args.peer_lr,
             "runs": str(work / "runs"), "careful": False, "careful_batch": args.careful_batch,
             "careful_lr": args.careful_lr,
-            "val_fraction": train_qa.parse_args([]).val_fraction, "qa_lr": train_qa.parse_args([]).lr,
+            "val_fraction": train_qa.parse_args([]).val_fraction, "qa_lr": train_qa.LR,
             "matmul_tokens": MATMUL_TOKENS, "rounds": args.rounds, "compiled": args.compiled}
     model_name = "SmolLM2-135M" if args.model == "smollm2-135m" else Path(folder).name
     say(f"bench/cpu.py: {model_name} on {threads} threads; SST-2 {n_train} train / {n_test} test rows, "

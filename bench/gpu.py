@@ -217,6 +217,7 @@ def ours_cls(lm, pad, train_seqs, y_train_all, test_seqs, y_test, args, device, 
     import train_cls
     from rundir import RunDir
     from data.split import stratified_split
+    from lrgrid import per_head_loss
     targs = train_cls.parse_args(["--epochs", str(args.epochs), "--seed", str(args.seed),
                                   "--runs-dir", str(work / "runs"), "--max-tokens", str(args.max_tokens)])
     os.environ["LLAMA_HEADS_CACHE"] = str(work / "cache")  # a fresh cache: features start cold
@@ -232,7 +233,7 @@ def ours_cls(lm, pad, train_seqs, y_train_all, test_seqs, y_test, args, device, 
     y_all = y_train_all.to(device)
     x_train, y_train, x_val, y_val = x_all[train_idx], y_all[train_idx], x_all[val_idx], y_all[val_idx]
     torch.manual_seed(targs.seed)
-    head = model.cls_head(lm.config.hidden_size, 2).to(device)
+    head = flags.trained_head(targs, model.cls_head(lm.config.hidden_size, 2).to(device))  # --lr auto: the grid
 
     def epoch_batches(epoch):
         order = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(targs.seed + epoch))
@@ -246,8 +247,9 @@ def ours_cls(lm, pad, train_seqs, y_train_all, test_seqs, y_test, args, device, 
 
     run_dir = work / "runs" / "bench-cls"
     run_dir.mkdir(parents=True, exist_ok=True)
-    loop.fit(head, lm.model, epoch_batches, lambda b: F.cross_entropy(head(x_train[b]).float(), y_train[b]),
-             evaluate, flags.train_args(targs), RunDir(run_dir), device, amp=False)
+    head = loop.fit(head, lm.model, epoch_batches,
+                    lambda b: per_head_loss(F.cross_entropy, head(x_train[b]).float(), y_train[b]), evaluate,
+                    flags.train_args(targs, "accuracy"), RunDir(run_dir), device, amp=False).head
     with torch.no_grad():
         acc = (head(x_test).argmax(-1) == y_test.to(device)).float().mean().item()
     sync(device)

@@ -1,4 +1,5 @@
-"""Helpers the test modules share: running a script as a user would, and a crash at a chosen epoch."""
+"""Helpers the test modules share: running a script as a user would, a crash at a chosen epoch, a run's log."""
+import json
 import os
 import subprocess
 import sys
@@ -37,6 +38,13 @@ def assert_one_line_error(out: subprocess.CompletedProcess, *words) -> None:
     assert out.stderr.startswith("error: ") and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
     for w in words:
         assert w in out.stderr, out.stderr
+
+
+def log_rows(run: Path, steps: bool = True) -> list[dict]:
+    """log.jsonl's rows (with steps: the per-step rows too), less the per-step throughput, which timing changes."""
+    rows = [{k: v for k, v in json.loads(line).items() if k != "examples_per_s"}
+            for line in (run / "log.jsonl").read_text().splitlines()]
+    return rows if steps else [r for r in rows if "step" not in r]
 
 
 @contextmanager

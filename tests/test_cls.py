@@ -7,9 +7,10 @@ import torch
 from safetensors.torch import load_file
 
 import features
+import lrgrid
 import hub
 import model
-from helpers import StubApi, assert_one_line_error, crash_in_epoch, cut, data_dir_cut, run_script
+from helpers import StubApi, assert_one_line_error, crash_in_epoch, cut, data_dir_cut, log_rows, run_script
 import train_cls
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +46,11 @@ def metrics(run):
 
 
 def log(run):
-    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    return log_rows(run)
+
+
+def epochs(run):
+    return log_rows(run, steps=False)
 
 
 def head(run):
@@ -68,10 +73,15 @@ def test_artifacts_feature_cache_and_determinism(tiny, tmp_path, monkeypatch, ti
     backbone = model.n_params(model.meta_backbone(str(tiny_llama_folder)))  # loaded weights counted as the config says
     assert info["params"] == {"backbone": backbone, "head": 64, "total": backbone + 64, "trainable": 64}
     assert sum(map(sum, info["confusion"])) == 100 and len(info["confusion"]) == 2
-    assert info["split"] == {"train": 160, "validation": 40, "test": 100, "seed": 1, "stratify_by": "label"}
-    rows = log(run)
+    assert info["split"] == {"train": 160, "validation": 40, "test": 100, "seed": 1, "stratify_by": "label",
+                             "max_train_examples": None, "max_eval_examples": None}
+    rows = epochs(run)
     assert [list(r) for r in rows] == [ROW_KEYS] * 2 and [r["epoch"] for r in rows] == [1, 2]
     assert rows == info["epochs"]
+    assert [r["step"] for r in log(run) if "step" in r] == [10, 20]  # 10 steps an epoch, a row every 10
+    assert set(info["environment"]) == {"python", "torch", "transformers", "device"}
+    assert info["environment"]["torch"] == torch.__version__ and info["environment"]["device"].startswith("cpu")
+    assert info["selection"]["rule"] == "best" and info["selection"]["metric"] == "accuracy"
     card = json.loads((run / "card.json").read_text())  # the card's source: metrics, flags, framework versions
     assert {k: card[k] for k in info} == info and card["hyperparameters"]["epochs"] == 2
     assert "runs_dir" not in card["hyperparameters"] and set(card["versions"]) == set(hub.FRAMEWORKS)
@@ -83,26 +93,27 @@ def test_artifacts_feature_cache_and_determinism(tiny, tmp_path, monkeypatch, ti
     monkeypatch.setattr(features, "backbone_passes", no_backbone)
     rc, again = tiny(name="again")
     assert rc == 0
-    assert metrics(again)["metrics"] == info["metrics"] and log(again) == rows  # same seed, same numbers
+    assert metrics(again)["metrics"] == info["metrics"] and log(again) == log(run)  # same seed, same numbers
     assert head(again).equal(head(run))
 
 
 def test_resume_with_more_epochs(tiny, capsys):
     _, run = tiny("--epochs", "1", name="grow")
-    first = log(run)
+    first = epochs(run)
     rc, run = tiny("--epochs", "3", "--resume", name="grow")
     assert rc == 0 and "resumed from" in capsys.readouterr().out
-    rows = log(run)
+    rows = epochs(run)
     assert [r["epoch"] for r in rows] == [1, 2, 3] and rows[0] == first[0]
 
 
 def test_crash_then_resume_matches_an_uninterrupted_run(tiny):
-    _, straight = tiny("--epochs", "3", name="straight")
+    _, straight = tiny("--epochs", "3", "--log-every", "3", name="straight")
     with crash_in_epoch(2):
-        tiny("--epochs", "3", name="crashed")
-    rc, resumed = tiny("--epochs", "3", "--resume", name="crashed")
+        tiny("--epochs", "3", "--log-every", "3", name="crashed")
+    rc, resumed = tiny("--epochs", "3", "--log-every", "3", "--resume", name="crashed")
     assert rc == 0
-    assert log(resumed) == log(straight)
+    assert log(resumed) == log(straight)  # the step rows of epoch 1 kept, those of the crashed epoch 2 not twice
+    assert [r.get("step") for r in log(resumed)] == [3, 6, 9, None, 12, 15, 18, None, 21, 24, 27, 30, None]
     for split, m in metrics(straight)["metrics"].items():
         assert metrics(resumed)["metrics"][split] == pytest.approx(m, abs=1e-6)
     assert head(resumed).equal(head(straight))
@@ -129,6 +140,42 @@ def test_resume_of_a_finished_run_changes_nothing(tiny):
     done, weight = metrics(run)["metrics"], head(run)
     assert tiny("--resume", name="done")[0] == 0
     assert metrics(run)["metrics"] == done and head(run).equal(weight)  # the averaged head, not the raw one
+
+
+def test_the_lr_grid_equals_a_one_head_run_at_the_rate_it_keeps(tiny, capsys):
+    rc, grid = tiny(name="grid")
+    assert rc == 0 and "learning rate grid (validation accuracy)" in capsys.readouterr().out
+    info = metrics(grid)
+    scores = [g["score"] for g in info["lr_grid"]]
+    assert [g["lr"] for g in info["lr_grid"]] == list(lrgrid.GRID)
+    assert info["lr"] in lrgrid.GRID and max(scores) == scores[lrgrid.GRID.index(info["lr"])]
+    rc, one = tiny("--lr", repr(info["lr"]), name="one")
+    assert rc == 0 and "lr_grid" not in metrics(one) and metrics(one)["lr"] == info["lr"]
+    torch.testing.assert_close(head(grid), head(one), rtol=1e-4, atol=1e-6)
+    assert metrics(one)["selection"] == info["selection"]
+    assert metrics(one)["metrics"]["after"] == pytest.approx(info["metrics"]["after"], rel=1e-4)
+
+
+def test_sample_caps_and_tensorboard(tiny, sst2_cut):
+    """--max-train-examples / --max-eval-examples: stratified, seeded samples, recorded; TensorBoard gets the same
+    step and epoch rows as log.jsonl."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    rc, run = tiny("--max-train-examples", "50", "--max-eval-examples", "30", "--report-to", "tensorboard",
+                   "--log-every", "2")
+    assert rc == 0
+    info = metrics(run)
+    assert (info["split"]["train"] + info["split"]["validation"], info["split"]["test"]) == (50, 30)
+    assert (info["split"]["max_train_examples"], info["split"]["max_eval_examples"]) == (50, 30)
+    assert json.loads((run / "config.json").read_text())["max_train_examples"] == 50
+    labels = [line.split("\t")[-1] for line in (sst2_cut / "dev.tsv").read_text().splitlines()[1:]]
+    positives = sum(info["confusion"][1])  # the confusion matrix's rows are the sampled test labels
+    assert abs(positives - 30 * labels.count("1") / len(labels)) < 1
+    steps = [r["step"] for r in log(run) if "step" in r]
+    assert steps == [2, 4, 6]  # 40 training rows: 3 steps of 16 an epoch
+    events = EventAccumulator(str(run / "tensorboard")).Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == steps
+    assert [e.value for e in events.Scalars("epoch/accuracy")] == pytest.approx([r["accuracy"] for r in
+                                                                                  info["epochs"]])
 
 
 # --- push --------------------------------------------------------------------------------------------------

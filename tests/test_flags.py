@@ -1,11 +1,15 @@
 """flags.py: nonsense flags are refused before any work, in one line on stderr with exit code 2; the mode is
 chosen once from the flags; user errors raised later end the same way."""
+import sys
+
 import pytest
+import torch
 
 import flags
 import train_cls
 import train_qa
 from helpers import assert_one_line_error, run_script
+from lrgrid import HeadGrid
 from modes import LoRA, Mode, TopBlocks
 
 
@@ -47,6 +51,15 @@ from modes import LoRA, Mode, TopBlocks
     (["--merge"], "--merge would do nothing without --lora-rank and --export"),
     (["--private"], "--private would do nothing without --push-to-hub"),
     (["--push-to-hub", "not a repo"], "--push-to-hub: bad REPO_ID 'not a repo'"),
+    (["--lr", "fast"], "--lr: invalid learning_rate value: 'fast'"),
+    (["--unfreeze-last", "1", "--lr", "auto"], "--lr auto trains a grid of heads"),
+    (["--lora-rank", "4", "--lr", "auto"], "--lr auto trains a grid of heads"),
+    (["--patience", "-1"], "--patience -1: must be at least 0"),
+    (["--log-every", "-1"], "--log-every -1: must be at least 0"),
+    (["--select", "worst"], "--select: invalid choice: 'worst'"),
+    (["--report-to", "wandb"], "--report-to: invalid choice: 'wandb'"),
+    (["--max-train-examples", "0"], "--max-train-examples 0: must be at least 1"),
+    (["--max-eval-examples", "0"], "--max-eval-examples 0: must be at least 1"),
 ], ids=lambda x: x if isinstance(x, str) else None)
 def test_nonsense_flags_are_one_line_errors(script, argv, words, capsys):
     with pytest.raises(SystemExit) as e:
@@ -101,8 +114,27 @@ def test_the_mode_is_chosen_once_from_the_flags():
     lora = flags.mode(train_cls.parse_args(["--lora-rank", "4", "--lora-targets", "q_proj,v_proj"]))
     assert isinstance(lora, LoRA) and (lora.rank, lora.alpha, lora.targets) == (4, 8.0, ["q_proj", "v_proj"])
     args = train_cls.parse_args(["--lr", "0.01", "--epochs", "2", "--grad-accum", "3"])
-    assert (flags.train_args(args).lr, flags.train_args(args).epochs, flags.train_args(args).grad_accum) == \
-        (0.01, 2, 3)
+    assert (flags.train_args(args, "accuracy").lr, flags.train_args(args, "accuracy").epochs,
+            flags.train_args(args, "accuracy").grad_accum) == (0.01, 2, 3)
+
+
+def test_the_mode_chooses_whether_lr_auto_is_the_default():
+    """A grid of heads where the backbone is frozen; one head at the script's rate where blocks or adapters train."""
+    head = train_cls.parse_args([])
+    assert head.lr == "auto" and isinstance(flags.trained_head(head, torch.nn.Linear(4, 2)), HeadGrid)
+    assert flags.train_args(head, "accuracy").lr is None
+    assert train_cls.parse_args(["--unfreeze-last", "1"]).lr == 5e-3
+    assert train_qa.parse_args(["--lora-rank", "4"]).lr == 2e-3
+    one = train_cls.parse_args(["--lr", "0.02"])
+    assert type(flags.trained_head(one, torch.nn.Linear(4, 2))) is torch.nn.Linear
+
+
+def test_tensorboard_missing_is_one_line_before_any_work(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # what an environment without it raises
+    with pytest.raises(SystemExit) as e:
+        train_cls.parse_args(["--report-to", "tensorboard", "--model", "no/such-model"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and "pip install tensorboard" in err, err
 
 
 @pytest.mark.parametrize("argv, compile", [([], None), (["--compile"], True), (["--compile", "on"], True),

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from data.labelled import DataError, encode_labels, label_names, read_labelled
-from data.split import stratified_split
+from data.split import stratified_sample, stratified_split
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "samples" / "sst2"
 
@@ -235,3 +235,13 @@ def test_split_rejects_bad_fraction(fraction):
        st.floats(0.01, 0.99), st.integers(0, 2**32 - 1))
 def test_split_properties(labels, fraction, seed):
     assert check_split(labels, fraction, seed) == stratified_split(labels, fraction, seed)
+
+
+def test_a_sample_is_exactly_n_with_each_class_in_its_share():
+    for n in (1, 7, 20, 33):
+        keep = stratified_sample(LABELS, n, 1)
+        assert len(keep) == n and keep == sorted(set(keep))
+        counts, kept = Counter(LABELS), Counter(LABELS[i] for i in keep)
+        assert all(abs(kept[c] - n * counts[c] / len(LABELS)) < 1 for c in counts)
+    assert stratified_sample(LABELS, 20, 1) == stratified_sample(LABELS, 20, 1) != stratified_sample(LABELS, 20, 2)
+    assert stratified_sample(LABELS, None, 1) == stratified_sample(LABELS, 10**6, 1) == list(range(len(LABELS)))

@@ -18,7 +18,7 @@ import model
 import modes
 import train_qa
 from flags import passes
-from helpers import assert_one_line_error, run_script
+from helpers import assert_one_line_error, log_rows, run_script
 from data.squad import make_windows, predictions
 from data.squad_json import load_squad
 from files import DataUnavailable
@@ -36,8 +36,8 @@ def metrics(run: Path) -> dict:
     return json.loads((run / "metrics.json").read_text())
 
 
-def log(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+def log(run: Path, steps: bool = False) -> list[dict]:
+    return log_rows(run, steps)
 
 
 def read(run: Path, name: str):
@@ -148,7 +148,9 @@ def test_tiny_run_artifacts_rescoring_eval_run_and_cache(tiny, tmp_path, monkeyp
     backbone = model.n_params(model.meta_backbone(str(tiny_llama_folder)))
     assert info["params"] == {"backbone": backbone, "head": 66, "total": backbone + 66, "trainable": 66}
     assert isinstance(info["threshold"], float) and math.isfinite(info["threshold"])
-    assert info["split"] == {"train": 48, "validation": 12, "test": 30, "seed": 1, "stratify_by": "has_answer"}
+    assert info["split"] == {"train": 48, "validation": 12, "test": 30, "seed": 1, "stratify_by": "has_answer",
+                             "max_train_examples": 60, "max_eval_examples": 30}
+    assert len(info["lr_grid"]) == 8 and info["selection"]["metric"] == "f1"
     for scores in info["scores"].values():
         assert scores["squad_v2"]["total"] == 30 and {"exact", "f1", "best_f1"} <= set(scores["squad_v2"])
     rows = log(run)
@@ -189,7 +191,7 @@ def test_tiny_run_artifacts_rescoring_eval_run_and_cache(tiny, tmp_path, monkeyp
 
 
 def test_the_after_threshold_is_the_last_validation_rows_not_a_second_pass(tiny, monkeypatch):
-    """The threshold the test set is scored with is chosen on validation for the final weights: the last epoch's
+    """The threshold the test set is scored with is chosen on validation for the kept weights: the kept epoch's
     row holds it (fit leaves the weights that row evaluated), so validation is not predicted once more for it."""
     chosen, fresh = [], []
     threshold, test = train_qa.Reader.threshold, train_qa.Reader.test
@@ -199,11 +201,12 @@ def test_the_after_threshold_is_the_last_validation_rows_not_a_second_pass(tiny,
     assert rc == 0 and len(chosen) == 1  # "before" only
     (_, before), (after, recomputed) = fresh
     info = metrics(run)
-    assert after == recomputed == info["threshold"] == info["epochs"][-1]["threshold"] != before
+    kept = info["epochs"][info["selection"]["epoch"] - 1]
+    assert after == recomputed == info["threshold"] == kept["threshold"] != before
 
 
 def test_uncached_features_match_cached(tiny, tmp_path, monkeypatch):
-    rc, cached = tiny(name="cached")
+    rc, cached = tiny("--lr", "2e-3", name="cached")  # uncached, --lr auto trains one head
     assert rc == 0
     rows = []  # windows per backbone call
     load_backbone = model.load_backbone
@@ -216,12 +219,13 @@ def test_uncached_features_match_cached(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(features, "backbone_passes", no_backbone)
     monkeypatch.setenv("LLAMA_HEADS_CACHE", str(tmp_path / "empty-cache"))
     rc, never = tiny("--cache-features", "never", name="never")
+    assert metrics(never)["lr"] == 2e-3 and "lr_grid" not in metrics(never)
     assert rc == 0
     assert not (tmp_path / "empty-cache").exists()  # nothing written to a cache
-    # every batch recomputed each time it is read: 48 train and 12 validation windows per epoch, 12 validation +
-    # 31 test windows before training and the 31 test windows after (the last epoch's row has the threshold);
+    # every batch recomputed each time it is read: 49 train and 12 validation windows per epoch, 12 validation +
+    # 32 test windows before training and the 32 test windows after (the kept epoch's row has the threshold);
     # batches of at most 32
-    assert sum(rows) == 2 * (48 + 12) + (12 + 31) + 31 and max(rows) <= 32 and len(rows) >= 2 * 2 + 3
+    assert sum(rows) == 2 * (49 + 12) + (12 + 32) + 32 and max(rows) <= 32 and len(rows) >= 2 * 2 + 3
     for row, ref in zip(log(never), log(cached), strict=True):
         assert row == pytest.approx(ref, abs=1e-5)
         exact = lambda r: {k: v for k, v in r.items() if "loss" not in k and k != "threshold"}  # noqa: E731
@@ -251,7 +255,7 @@ def test_resume_after_an_interrupted_epoch_matches_an_uninterrupted_run(tiny, mo
     capsys.readouterr()
     rc, resumed = tiny("--resume", name="crashed")
     assert rc == 0 and "resumed from" in capsys.readouterr().out
-    assert log(resumed) == log(straight)
+    assert log(resumed, steps=True) == log(straight, steps=True)
     for key in ("scores", "threshold", "epochs"):
         assert metrics(resumed)[key] == metrics(straight)[key], key
     assert all(head_of(resumed)[k].equal(v) for k, v in head_of(straight).items())
@@ -278,10 +282,11 @@ def test_smollm2_learns_the_null_decision(tmp_path):
     questions: span loss on answerable test windows stays ~5.0 (5.13 -> 5.01), and the forced-answer HasAns
     F1 (threshold +inf) goes 14.5 untrained -> 13.1 trained, so no gain there is asserted. (Same picture at
     100/40 questions, and for the full bundled data: a linear head on these frozen features does not learn
-    spans that carry over to new questions.)"""
+    spans that carry over to new questions.) One head at --lr 2e-3, its last epoch kept: the losses are one
+    rate's run (the default grid's epoch rows follow whichever head leads on F1)."""
     flags = ["--model", "smollm2-135m", "--train-file", str(short_contexts(TRAIN, tmp_path / "train.json")),
              "--eval-file", str(short_contexts(TEST, tmp_path / "test.json")), "--max-train-examples", "80",
-             "--max-eval-examples", "32", "--epochs", "3", "--batch-size", "8"]
+             "--max-eval-examples", "32", "--epochs", "3", "--batch-size", "8", "--lr", "2e-3", "--select", "last"]
     assert train_qa.main([*flags, "--runs-dir", str(tmp_path / "runs"), "--run-name", "smollm2"]) == 0
     run = tmp_path / "runs" / "smollm2"
     rows = log(run)

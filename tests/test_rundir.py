@@ -123,7 +123,7 @@ def test_cli_rerun_with_the_same_name(tmp_path, tiny_llama_folder):
     head = (tmp_path / "runs" / "r" / "head.safetensors").read_bytes()
     assert_one_line_error(run_script("train_cls.py", *flags, env=env), "holds a run already", "--overwrite")
     assert_one_line_error(run_script("train_cls.py", *flags, "--resume", "--lr", "0.1", env=env),
-                          "--lr was 0.005, now 0.1")
+                          "--lr was 'auto', now 0.1")
     assert (tmp_path / "runs" / "r" / "head.safetensors").read_bytes() == head
     # --overwrite with a model that does not load: one line, and the old run is still all there
     bad = [f if f != str(tiny_llama_folder) else str(tmp_path / "no-model") for f in flags]
