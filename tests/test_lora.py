@@ -61,8 +61,8 @@ def train(args, lm, tok, head, batches: list[list[int]], run_dir: Path) -> None:
     def loss(b):
         return F.cross_entropy(logits(lm, tok, head, [SENTENCES[i] for i in b]), LABELS[b])
     run_dir.mkdir(parents=True, exist_ok=True)
-    loop.fit(head, lm.model, lambda epoch: batches, loss, lambda: {}, train_args(args), RunDir(run_dir), CPU,
-             amp=False)
+    loop.fit(head, lm.model, lambda epoch: batches, loss, lambda: {}, train_args(args, "accuracy"), RunDir(run_dir),
+             CPU, amp=False)
 
 
 def params(lm, head) -> dict[str, torch.Tensor]:
