@@ -247,7 +247,7 @@ def fit(head: nn.Module, backbone: nn.Module, epoch_batches: Callable[[int], lis
                 assign(params, ema.state)
             rows = heads.validate(evaluate)
             scores = [score(r, cfg.metric) if ok else [-math.inf, -math.inf] for r, ok in zip(rows, alive)]
-            sel.update(epoch + 1, scores, heads.names, {n: p for n, p in params.items()})
+            sel.update(epoch + 1, scores, heads.names, params)
             lead = max(range(len(rows)), key=lambda k: scores[k])  # a grid's row: its best head's this epoch
             train_loss = float(seen[0][lead] / seen[1][lead].clamp(min=1))
             row = {"epoch": epoch + 1, "train_loss": train_loss, **rows[lead]}

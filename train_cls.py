@@ -141,10 +141,12 @@ def sample(data: Labelled, n: int | None, seed: int) -> Labelled:
 
 
 def test_set_names(args, task: Task | None) -> dict[str, str]:
-    """Which data each test set is: a GLUE task's (glue.test_set_name; MRPC's differs by where its data comes
-    from), or the file it was read from."""
-    if args.eval_file or not task:
-        return {"test": str(args.eval_file or Path(args.data_dir) / "dev.tsv")}
+    """Which data each test set is, read in load_data's order (--data-dir first): a GLUE task's (glue.test_set_name;
+    MRPC's differs by where its data comes from), or the file it was read from."""
+    if args.eval_file and not args.data_dir:
+        return {"test": str(args.eval_file)}
+    if not task:
+        return {"test": str(Path(args.data_dir) / "dev.tsv")}
     return {split: glue.test_set_name(name, file, fetched=not args.data_dir) for split, name, file in task.tests}
 
 

@@ -415,6 +415,10 @@ def mrpc_run(tiny, tmp_path, monkeypatch, fetched: bool):
 def test_mrpc_run_says_which_test_set_it_scored(tiny, tmp_path, monkeypatch):
     assert mrpc_run(tiny, tmp_path, monkeypatch, fetched=True)[1]["test_sets"] == {"test": "msr_test"}
     assert mrpc_run(tiny, tmp_path, monkeypatch, fetched=False)[1]["test_sets"] == {"test": "glue_dev"}
+    # --data-dir wins over --eval-file in load_data, and so in what the run says it scored
+    both = tiny("--task", "mrpc", "--data-dir", str(tmp_path / "mrpc"), "--eval-file", str(tmp_path / "mrpc_test.tsv"),
+                name="both")
+    assert both[1]["test_sets"] == {"test": "glue_dev"} and both[1]["split"]["test"] == 80
 
 
 def test_a_run_with_the_old_mnli_ids_keeps_its_own_order(tiny, tmp_path):
