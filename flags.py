@@ -52,8 +52,8 @@ def common_args(p: argparse.ArgumentParser, lr: float, batch_size: int) -> None:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=batch_size)
     p.add_argument("--lr", type=learning_rate, help=f"the head's learning rate, or auto: {len(GRID)} heads at once, "
-                   f"one per rate from {GRID[0]:g} to {GRID[-1]:g}, the best on validation kept (the default for the "
-                   f"head alone; otherwise {lr:g})")
+                   f"one per rate from {GRID[0]:g} to {GRID[-1]:g}, the lowest validation loss kept (the default "
+                   f"for the head alone; otherwise {lr:g})")
     p.head_lr = lr  # --lr's default where auto does not apply
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--warmup", type=float, default=0.1, help="fraction of steps")

@@ -318,8 +318,11 @@ def selection_lines(run: dict) -> list[str]:
                                 f"{NOT_RECORDED} (after = the last epoch)")]
     if not grid:
         return lines + [f"- learning-rate grid: {NOT_RECORDED}"]
-    return lines + ["- learning-rate grid (validation score of each head):", ""] + markdown(
-        ["lr", "validation score"], [[f"{g['lr']:g}", fmt(g["score"], is_qa(run))] for g in grid])
+    # a run from before the heads were ranked by loss kept the best score, and recorded no loss (dashes)
+    rule = "the lowest validation loss is kept" if any("val_loss" in g for g in grid) else "the best score was kept"
+    return lines + [f"- learning-rate grid (each head at its kept epoch; {rule}):", ""] + \
+        markdown(["lr", "validation loss", "validation score"],
+                 [[f"{g['lr']:g}", fmt(g.get("val_loss")), fmt(g["score"], is_qa(run))] for g in grid])
 
 
 def param_lines(run: dict) -> list[str]:

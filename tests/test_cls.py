@@ -144,11 +144,11 @@ def test_resume_of_a_finished_run_changes_nothing(tiny):
 
 def test_the_lr_grid_equals_a_one_head_run_at_the_rate_it_keeps(tiny, capsys):
     rc, grid = tiny(name="grid")
-    assert rc == 0 and "learning rate grid (validation accuracy)" in capsys.readouterr().out
+    assert rc == 0 and "learning rate grid (validation loss / accuracy" in capsys.readouterr().out
     info = metrics(grid)
-    scores = [g["score"] for g in info["lr_grid"]]
+    losses = [g["val_loss"] for g in info["lr_grid"]]
     assert [g["lr"] for g in info["lr_grid"]] == list(lrgrid.GRID)
-    assert info["lr"] in lrgrid.GRID and max(scores) == scores[lrgrid.GRID.index(info["lr"])]
+    assert info["lr"] in lrgrid.GRID and min(losses) == losses[lrgrid.GRID.index(info["lr"])]
     rc, one = tiny("--lr", repr(info["lr"]), name="one")
     assert rc == 0 and "lr_grid" not in metrics(one) and metrics(one)["lr"] == info["lr"]
     torch.testing.assert_close(head(grid), head(one), rtol=1e-4, atol=1e-6)

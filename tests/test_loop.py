@@ -146,13 +146,34 @@ def test_the_grid_keeps_the_best_head_and_each_head_is_its_own_run(tmp_path):
     x, y, head = toy()
     grid = HeadGrid(head, lrs)
     fitted, _ = run_fit(tmp_path / "grid", grid, x, y, max_grad_norm=0.05)
-    scores = [g["score"] for g in fitted.lr_grid]
-    assert [g["lr"] for g in fitted.lr_grid] == list(lrs) and fitted.lr == lrs[scores.index(max(scores))]
+    scores, losses = [g["score"] for g in fitted.lr_grid], [g["val_loss"] for g in fitted.lr_grid]
+    assert [g["lr"] for g in fitted.lr_grid] == list(lrs) and fitted.lr == lrs[losses.index(min(losses))]
+    runs = {}
     for k, lr in enumerate(lrs):
         x, y, single = toy()
         alone, _ = run_fit(tmp_path / f"lr{k}", single, x, y, lr=lr, max_grad_norm=0.05)
+        runs[lr] = alone.rows
         best = max(alone.rows, key=lambda r: (r["accuracy"], -r["val_loss"]))
-        assert scores[k] == pytest.approx(best["accuracy"])
+        assert scores[k] == pytest.approx(best["accuracy"]) and losses[k] == pytest.approx(best["val_loss"])
         if lr == fitted.lr:
             torch.testing.assert_close(fitted.head.weight, single.weight, rtol=1e-5, atol=1e-6)
             assert fitted.selection["epoch"] == alone.selection["epoch"]
+    assert [list(r) for r in fitted.rows] == [list(r) for r in runs[lrs[0]]]  # the epoch rows keep their format
+    for e, row in enumerate(fitted.rows):  # a grid's row: the head leading that epoch
+        lead = min(lrs, key=lambda lr: (runs[lr][e]["val_loss"], -runs[lr][e]["accuracy"]))
+        assert row["accuracy"] == pytest.approx(runs[lead][e]["accuracy"])
+        assert row["val_loss"] == pytest.approx(runs[lead][e]["val_loss"], rel=1e-5)
+
+
+def test_the_grid_ranks_heads_by_validation_loss_not_by_a_lucky_accuracy(tmp_path, capsys):
+    """One head validates best by accuracy in every epoch (constructed), yet its validation loss is the higher: the
+    grid keeps the other, and records both numbers of each head."""
+    x, y, head = toy()
+    grid = HeadGrid(head, (1.0, 1e-4))
+    fitted, _ = run_fit(tmp_path, grid, x, y, scores=[0.6, 0.9] * 4)  # per epoch: head 1.0, then head 1e-4
+    trained, lucky = fitted.lr_grid
+    assert lucky["score"] == 0.9 > trained["score"] == 0.6 and lucky["val_loss"] > trained["val_loss"]
+    assert fitted.lr == 1.0 and all(r["accuracy"] == 0.6 for r in fitted.rows)
+    table = [line.split("|") for line in capsys.readouterr().out.splitlines() if line.count("|") > 2]
+    assert [c.strip() for c in table[0][:3]] == ["epoch", "head_lr", "train_loss"]  # the console names the head
+    assert [float(r[1]) for r in table[1:]] == [1.0] * 4

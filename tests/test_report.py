@@ -61,7 +61,8 @@ def write_run(folder, task: str, recorded: bool = True) -> dict:
     log = run["epochs"]
     if recorded:
         run |= {"selection": {"rule": "best", "metric": "accuracy", "epoch": 2, "stopped": "patience"},
-                "lr_grid": [{"lr": 0.001, "score": 0.61234}, {"lr": 0.01, "score": 0.65432}],
+                "lr_grid": [{"lr": 0.001, "score": 0.61234, "val_loss": 0.6012}, {"lr": 0.01, "score": 0.65432,
+                                                                              "val_loss": 0.6345}],
                 "environment": {"python": "3.11.2", "torch": "2.13.0", "transformers": "4.56.1", "device": "cpu"}}
         log = [*STEPS[:4], log[0], *STEPS[4:8], log[1], *STEPS[8:], *log[2:]]
         if task != "squad_v2":
@@ -194,8 +195,9 @@ def test_per_class_scores_errors_steps_selection_and_environment(built):
     assert "log.jsonl: 12 step rows (steps 1–12); training loss first 0.8750, lowest 0.6000, last 0.6000; median " \
            "1,007.0 examples/s." in text
     assert "- selection: rule best, metric accuracy, epoch 2, stopped patience" in text
-    assert found["cls", "Training curve and model selection"] == [{"lr": "0.001", "validation score": "0.6123"},
-                                                                  {"lr": "0.01", "validation score": "0.6543"}]
+    assert found["cls", "Training curve and model selection"] == [
+        {"lr": "0.001", "validation loss": "0.6012", "validation score": "0.6123"},
+        {"lr": "0.01", "validation loss": "0.6345", "validation score": "0.6543"}]
     assert found["cls", "Per-epoch (validation)"] and len(found["cls", "Per-epoch (validation)"]) == 3  # no step rows
     env = {r["run"]: r for r in found["Environment", ""]}
     assert env["`cls`"] == {"run": "`cls`", "python": "3.11.2", "torch": "2.13.0", "transformers": "4.56.1",
@@ -217,6 +219,21 @@ def test_an_older_run_says_what_it_did_not_record(tmp_path):
     assert text.count("Per-step loss: not recorded") == 2 and text.count("- selection: not recorded") == 2
     assert "_not recorded: the run folder has no per-example predictions (test_preds.jsonl)" in text
     assert all(r["python"] == r["device"] == "not recorded" for r in tables(text)["Environment", ""])
+
+
+def test_a_grid_from_before_the_loss_ranking_says_its_rule(tmp_path):
+    """A run whose lr_grid has no val_loss kept the head with the best score: the report says so, with dashes."""
+    make_runs(tmp_path)
+    path = tmp_path / "runs" / "cls" / "metrics.json"
+    run = json.loads(path.read_text())
+    run["lr_grid"] = [{"lr": g["lr"], "score": g["score"]} for g in run["lr_grid"]]
+    path.write_text(json.dumps(run))
+    text = build(tmp_path, tmp_path / "runs" / "cls")
+    assert "- learning-rate grid (each head at its kept epoch; the best score was kept):" in text
+    assert tables(text)["cls", "Training curve and model selection"] == [
+        {"lr": "0.001", "validation loss": "–", "validation score": "0.6123"},
+        {"lr": "0.01", "validation loss": "–", "validation score": "0.6543"}]
+    assert "the lowest validation loss is kept" not in text
 
 
 def test_text_sections(built):
