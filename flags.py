@@ -263,9 +263,9 @@ def train_args(args: argparse.Namespace, metric: str) -> TrainArgs:
                      tensorboard=args.report_to == "tensorboard")
 
 
-def trained_head(args: argparse.Namespace, head: nn.Module) -> nn.Module:
-    """What fit trains: the head, or with --lr auto a grid of its copies, one per learning rate."""
-    return HeadGrid(head, GRID) if args.lr == AUTO else head
+def trained_head(cfg: TrainArgs, head: nn.Module) -> nn.Module:
+    """What fit trains: the head, or with --lr auto (cfg.lr None) a grid of its copies, one per learning rate."""
+    return HeadGrid(head, GRID) if cfg.lr is None else head
 
 
 def environment(device: torch.device) -> dict:

@@ -18,7 +18,7 @@ from tables import print_row
 @dataclass
 class TrainArgs:
     epochs: int = 3
-    lr: float = 1e-3  # the head's (a HeadGrid carries its own per head)
+    lr: float | None = 1e-3  # the head's; None: --lr auto, a HeadGrid carrying one per head
     backbone_lr: float = 1e-5  # what trains in the backbone, if anything
     weight_decay: float = 0.0
     warmup: float = 0.1  # fraction of the steps
@@ -323,7 +323,7 @@ def train_epoch(epoch: int, batches: list, loss_fn: Callable, params: dict[str, 
     n_heads = len(o.heads.lrs)
     shape = (n_heads,) if o.heads.grid is not None else ()
     # the head a step row follows: the best on validation so far (before any, the grid's middle one)
-    lead = sel.best() if sel.best() is not None else n_heads // 2
+    lead = best if (best := sel.best()) is not None else n_heads // 2
     losses, window, window_items, since = [], torch.zeros(shape, device=device), 0, time.perf_counter()
     bar = distributed.progress(range(0, len(batches), cfg.grad_accum), desc=f"epoch {epoch + 1}", leave=False,
                                dynamic_ncols=True)
@@ -350,7 +350,7 @@ def train_epoch(epoch: int, batches: list, loss_fn: Callable, params: dict[str, 
                 distributed.all_reduce(p.grad)
         o.scaler.unscale_(o.opt)
         norms = o.heads.clip(params, cfg.max_grad_norm)
-        lr = o.opt.param_groups[lead]["lr"] if o.heads.grid is not None else o.opt.param_groups[0]["lr"]
+        lr = o.opt.param_groups[lead]["lr"]  # one head: lead is 0, the head's group
         o.scaler.step(o.opt)
         o.scaler.update()
         o.sched.step()
@@ -361,14 +361,14 @@ def train_epoch(epoch: int, batches: list, loss_fn: Callable, params: dict[str, 
             distributed.all_reduce(window)
             now = time.perf_counter()
             row = {"step": global_step, "epoch": round(epoch + (step + 1) / steps_per_epoch, 4),
-                   "loss": float(window.view(-1)[lead if shape else 0] / window_items), "lr": lr,
-                   "grad_norm": float(norms[lead if shape else 0]), "examples_per_s": window_items / (now - since)}
+                   "loss": float(window.view(-1)[lead] / window_items), "lr": lr, "grad_norm": float(norms[lead]),
+                   "examples_per_s": window_items / (now - since)}
             steps.step(row)
             bar.set_postfix(loss=f"{row['loss']:.4f}")
             window, window_items, since = torch.zeros(shape, device=device), 0, now
     per_step = torch.stack(losses).view(len(losses), -1) if losses else torch.zeros(1, 1, device=device)
-    finite = torch.isfinite(per_step).all(0).tolist()
-    if not any(finite):  # name the step where the last head's loss went non-finite
+    alive = torch.isfinite(per_step).all(0).tolist()
+    if not any(alive):  # name the step where the last head's loss went non-finite
         bad_at = (~torch.isfinite(per_step)).int().argmax(0)
         head = int(bad_at.argmax())
         bad = int(bad_at[head])
@@ -379,7 +379,8 @@ def train_epoch(epoch: int, batches: list, loss_fn: Callable, params: dict[str, 
     seen = torch.stack([per_step.sum(0).double(), torch.full((per_step.shape[1],), float(count), device=device,
                                                              dtype=torch.float64)])
     distributed.all_reduce(seen)
-    return seen, finite
+    return seen, alive
+
 
 def _to(tensors: dict[str, torch.Tensor] | None, device: torch.device) -> dict[str, torch.Tensor] | None:
     return None if tensors is None else {n: t.to(device) for n, t in tensors.items()}

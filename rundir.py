@@ -67,10 +67,6 @@ def strict_json(obj) -> str:
     return json.dumps(clean(obj), indent=1, allow_nan=False) + "\n"
 
 
-def log_line(row: dict) -> str:
-    return strict_json(row).replace("\n", "") + "\n"
-
-
 def fingerprint(*parts) -> str:
     """A digest of JSON-able data (texts, labels, examples): equal data, equal digest."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
@@ -256,7 +252,7 @@ class RunDir:
         def save(tmp: Path) -> None:
             with open(tmp, "wb") as f:  # a file object: a full disk is an OSError, not a RuntimeError of torch's
                 torch.save(state, f)
-        log = "".join(map(log_line, rows))
+        log = "".join(strict_json(r).replace("\n", "") + "\n" for r in rows)
         self._commit({"log.jsonl": lambda tmp: tmp.write_text(log, encoding="utf-8"), "ckpt.pt": save},
                      stale=("metrics.json",))
 

@@ -406,9 +406,10 @@ def main(argv=None) -> int:
 
     # 5. fit, 6. after
     t0 = time.perf_counter()
-    clf.head = flags.trained_head(args, clf.head)
-    fitted = loop.fit(clf.head, lm.model, clf.epoch_batches, clf.loss, clf.validate,
-                      flags.train_args(args, metrics[0]), run, device, mode.amp(device))
+    cfg = flags.train_args(args, metrics[0])
+    clf.head = flags.trained_head(cfg, clf.head)
+    fitted = loop.fit(clf.head, lm.model, clf.epoch_batches, clf.loss, clf.validate, cfg, run, device,
+                      mode.amp(device))
     clf.head = fitted.head
     logits = {}
     for name in split.tests:

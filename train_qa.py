@@ -317,7 +317,7 @@ def main(argv=None) -> int:
         print(f"--lr auto: validation features are not cached (--cache-features), and each of the grid's heads would "
               f"run the backbone over them again: one head at --lr {LR:g}")
         cfg.lr = LR
-    reader.head = flags.trained_head(args, reader.head) if cfg.lr is None else reader.head
+    reader.head = flags.trained_head(cfg, reader.head)
     fitted = loop.fit(reader.head, lm.model, reader.epoch_batches, reader.loss, reader.validate, cfg, run, device,
                       mode.amp(device))
     reader.head = fitted.head

@@ -233,7 +233,8 @@ def ours_cls(lm, pad, train_seqs, y_train_all, test_seqs, y_test, args, device, 
     y_all = y_train_all.to(device)
     x_train, y_train, x_val, y_val = x_all[train_idx], y_all[train_idx], x_all[val_idx], y_all[val_idx]
     torch.manual_seed(targs.seed)
-    head = flags.trained_head(targs, model.cls_head(lm.config.hidden_size, 2).to(device))  # --lr auto: the grid
+    cfg = flags.train_args(targs, "accuracy")
+    head = flags.trained_head(cfg, model.cls_head(lm.config.hidden_size, 2).to(device))  # --lr auto: the grid
 
     def epoch_batches(epoch):
         order = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(targs.seed + epoch))
@@ -249,7 +250,7 @@ def ours_cls(lm, pad, train_seqs, y_train_all, test_seqs, y_test, args, device, 
     run_dir.mkdir(parents=True, exist_ok=True)
     head = loop.fit(head, lm.model, epoch_batches,
                     lambda b: per_head_loss(F.cross_entropy, head(x_train[b]).float(), y_train[b]), evaluate,
-                    flags.train_args(targs, "accuracy"), RunDir(run_dir), device, amp=False).head
+                    cfg, RunDir(run_dir), device, amp=False).head
     with torch.no_grad():
         acc = (head(x_test).argmax(-1) == y_test.to(device)).float().mean().item()
     sync(device)

@@ -121,12 +121,13 @@ def test_the_mode_is_chosen_once_from_the_flags():
 def test_the_mode_chooses_whether_lr_auto_is_the_default():
     """A grid of heads where the backbone is frozen; one head at the script's rate where blocks or adapters train."""
     head = train_cls.parse_args([])
-    assert head.lr == "auto" and isinstance(flags.trained_head(head, torch.nn.Linear(4, 2)), HeadGrid)
-    assert flags.train_args(head, "accuracy").lr is None
+    cfg = flags.train_args(head, "accuracy")
+    assert head.lr == "auto" and isinstance(flags.trained_head(cfg, torch.nn.Linear(4, 2)), HeadGrid)
+    assert cfg.lr is None
     assert train_cls.parse_args(["--unfreeze-last", "1"]).lr == 5e-3
     assert train_qa.parse_args(["--lora-rank", "4"]).lr == 2e-3
     one = train_cls.parse_args(["--lr", "0.02"])
-    assert type(flags.trained_head(one, torch.nn.Linear(4, 2))) is torch.nn.Linear
+    assert type(flags.trained_head(flags.train_args(one, "accuracy"), torch.nn.Linear(4, 2))) is torch.nn.Linear
 
 
 def test_tensorboard_missing_is_one_line_before_any_work(monkeypatch, capsys):
